@@ -1,0 +1,59 @@
+package apply
+
+import (
+	"context"
+
+	"dialsync/canal"
+	"dialsync/internal/queue"
+	"dialsync/notice"
+)
+
+// The apply loop's seams. Each is implemented against a real server
+// elsewhere (internal/lookup, internal/pgstore, checkpoint, internal/cache,
+// internal/publish); tests of the loop itself may use fakes.
+
+// Lookup answers questions on the lookup server (which must be the server
+// whose binlog is read: see BRIEF invariant 3). Every method takes a batch.
+type Lookup interface {
+	// ClaimOwners returns the current user_id of each claim that exists.
+	ClaimOwners(ctx context.Context, claimIDs []uint64) (map[uint64]uint64, error)
+	// AddressUsers returns, per address id, the address's own user_id and
+	// every user whose current_user_address_id is that address.
+	AddressUsers(ctx context.Context, addressIDs []uint64) (map[uint64][]uint64, error)
+	// QueueRows evaluates the queue rule for these users; a user absent from
+	// the result is not queued.
+	QueueRows(ctx context.Context, userIDs []uint64) ([]queue.Row, error)
+}
+
+// QueueStore writes the call queue in PostgreSQL.
+type QueueStore interface {
+	// Apply makes the queue entries of users equal to rows (users without a
+	// row leave the queue) in one PostgreSQL transaction. For the changes it
+	// made it calls build, and stores the returned messages in the outbox in
+	// the same transaction, so queue notices survive a crash that happens
+	// before they are published. It returns those messages.
+	Apply(ctx context.Context, users []uint64, rows []queue.Row,
+		build func([]queue.Change) []notice.Message) ([]notice.Message, error)
+	// Outbox returns messages stored by Apply and not yet cleared.
+	Outbox(ctx context.Context) ([]notice.Message, error)
+	// ClearOutbox deletes all outbox messages (called after their acks).
+	ClearOutbox(ctx context.Context) error
+}
+
+// Checkpointer stores the position after a batch is durable everywhere.
+type Checkpointer interface {
+	// Save stores pos; it fails with checkpoint.ErrFenced when another
+	// instance took over the pipeline (a newer epoch).
+	Save(ctx context.Context, pos canal.Position) error
+}
+
+// Cache deletes keys (one pipeline per call).
+type Cache interface {
+	Del(ctx context.Context, keys []string) error
+}
+
+// Publisher publishes messages with their Nats-Msg-Id and returns once
+// every one was acknowledged by the stream.
+type Publisher interface {
+	Publish(ctx context.Context, msgs []notice.Message) error
+}
