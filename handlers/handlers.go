@@ -4,8 +4,6 @@
 // reference that the apply side resolves in one batched lookup.
 package handlers
 
-
-
 // RefKind says how a Ref names its user(s).
 type RefKind uint8
 

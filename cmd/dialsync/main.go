@@ -1,0 +1,124 @@
+// Command dialsync tails a MySQL/MariaDB binlog and keeps a dialler's call
+// queue (PostgreSQL), cache (Redis) and fleet (NATS JetStream) in step.
+//
+// main is a router: each subcommand lives in its own file with its flags,
+// usage and run function.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Exit codes. They are part of the interface (documented in the README).
+const (
+	exitOK      = 0
+	exitFailure = 1 // a runtime failure: a server, the binlog, a fenced checkpoint
+	exitUsage   = 2 // bad command line or configuration
+)
+
+// usageError marks errors caused by the command line or the configuration.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+
+type command struct {
+	name, summary string
+	run           func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+var commands = []command{
+	{"run", "stream binlog changes into the queue, cache and notices", runRun},
+	{"version", "print the version", runVersion},
+}
+
+func main() {
+	os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// Main runs a command line and returns the exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	for _, c := range commands {
+		if c.name != args[0] {
+			continue
+		}
+		// First signal: cancel ctx (commands finish what they hold and exit
+		// cleanly). Second signal: exit at once; replay from the stored
+		// checkpoint makes that safe too.
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		go func() {
+			<-ctx.Done()
+			stop()
+			sig := make(chan os.Signal, 1)
+			signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+			<-sig
+			fmt.Fprintln(stderr, "dialsync: second signal, exiting now (the checkpoint makes this safe)")
+			os.Exit(130)
+		}()
+		err := c.run(ctx, args[1:], stdout, stderr)
+		return exitCode(err, stderr)
+	}
+	fmt.Fprintf(stderr, "dialsync: unknown command %q; run 'dialsync help' for the list\n", args[0])
+	return exitUsage
+}
+
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	var ec exitCoder
+	if errors.As(err, &ec) {
+		return ec.ExitCode()
+	}
+	fmt.Fprintf(stderr, "dialsync: %v\n", err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return exitUsage
+	}
+	return exitFailure
+}
+
+// exitCoder lets a command choose its exit code after printing its own
+// output (check's 0/1/2).
+type exitCoder interface{ ExitCode() int }
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: dialsync <command> [flags]\n\ncommands:")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nrun 'dialsync <command> -h' for a command's flags")
+}
+
+// newFlags makes a flag set that reports errors as usage errors.
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("dialsync "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	return nil
+}

@@ -1,0 +1,88 @@
+package handlers
+
+import "dialsync/canal"
+
+// The five source tables (BRIEF section 3). Any other table is ignored.
+const (
+	TableUsers                = "users"
+	TableUserAddresses        = "user_addresses"
+	TableClaims               = "claims"
+	TableClaimRequirements    = "claim_requirements"
+	TableClaimVehiclePackages = "claim_vehicle_packages"
+)
+
+// Column order contract: a tracked table's Row starts with the handler's own
+// columns, in exactly the order below, so Handle indexes a Row by these
+// constants instead of searching names on every change. Columns added by
+// SpecsWith (allow-listed values for notices) always come after them; find
+// their index with ColumnIndex once, at start-up.
+//
+// Every table: index 0 is the primary key "id". The tables that point at a
+// parent carry the parent id at index 1 ("user_id" or "claim_id"); users has
+// no second column because the queue rule and the address lookup are
+// evaluated on the lookup server, not from row images.
+const (
+	colID     = 0 // "id"
+	colParent = 1 // "user_id" / "claim_id"
+)
+
+// ownColumns lists the handler's own columns per table, in contract order.
+// Kept minimal: each column copied out of the binlog costs decode time and
+// memory in every buffered transaction.
+// Indexed by tableKind; the array order is also the order of Specs.
+var ownColumns = [...]struct {
+	table string
+	cols  []string
+}{
+	kindUsers:           {TableUsers, []string{"id"}},
+	kindAddresses:       {TableUserAddresses, []string{"id", "user_id"}},
+	kindClaims:          {TableClaims, []string{"id", "user_id"}},
+	kindRequirements:    {TableClaimRequirements, []string{"id", "claim_id"}},
+	kindVehiclePackages: {TableClaimVehiclePackages, []string{"id", "claim_id"}},
+}
+
+// IsTracked reports whether Handle does anything with rows of table. Table
+// names are compared exactly, as MySQL on Linux does (lower_case_table_names=0).
+func IsTracked(table string) bool {
+	_, ok := kindOf(table)
+	return ok
+}
+
+// Specs returns the columns each tracked table must deliver, in a fixed table
+// order. The returned slices are fresh: callers may modify them.
+func Specs() []canal.TableSpec { return SpecsWith(nil) }
+
+// SpecsWith is Specs plus allow-listed columns (table -> column names) whose
+// values notices may carry. For each table the handler's own columns come
+// first, in contract order, then the extra columns in the order given,
+// skipping any already present (own or earlier extra), so a column never
+// appears twice. Entries for tables that are not tracked are ignored: config
+// validation should reject them with IsTracked, naming the table.
+func SpecsWith(extra map[string][]string) []canal.TableSpec {
+	specs := make([]canal.TableSpec, 0, len(ownColumns))
+	for _, t := range ownColumns {
+		cols := make([]string, len(t.cols), len(t.cols)+len(extra[t.table]))
+		copy(cols, t.cols)
+		for _, c := range extra[t.table] {
+			if indexOf(cols, c) < 0 {
+				cols = append(cols, c)
+			}
+		}
+		specs = append(specs, canal.TableSpec{Table: t.table, Columns: cols})
+	}
+	return specs
+}
+
+// ColumnIndex returns the position of column in spec's Rows, or -1 when the
+// spec does not deliver it. Use it at start-up for allow-listed columns; an
+// allow-listed column that is also a handler column shares its index.
+func ColumnIndex(spec canal.TableSpec, column string) int { return indexOf(spec.Columns, column) }
+
+func indexOf(cols []string, c string) int {
+	for i, x := range cols {
+		if x == c {
+			return i
+		}
+	}
+	return -1
+}

@@ -1,0 +1,687 @@
+// Package apply is the single goroutine that turns source transactions into
+// effects. Per batch of many source transactions, strictly in this order:
+//
+//  1. PostgreSQL: recompute the queue rows of the touched users on the lookup
+//     server and write the difference (plus the queue notices, in an outbox,
+//     in the same transaction);
+//  2. Redis: delete the touched users' keys in one pipeline;
+//  3. NATS JetStream: publish the notices and wait for every ack;
+//  4. PostgreSQL: advance the checkpoint.
+//
+// Every step is idempotent, so a crash anywhere replays from the stored
+// checkpoint and redoes the rest (BRIEF invariants 1 and 2). One goroutine
+// orders every write, so a stale recomputation can never overwrite a newer
+// one (invariant 4); reconcile chunks run on the same goroutine via Do.
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"dialsync/canal"
+	"dialsync/handlers"
+	"dialsync/internal/queue"
+	"dialsync/notice"
+)
+
+// ErrPoison marks a change that cannot be processed (a handler rejected it).
+// Streaming halts with the position and table; it is never skipped silently.
+var ErrPoison = errors.New("poison row")
+
+// Config tunes the loop. Zero values take the defaults noted.
+type Config struct {
+	Pipeline      string // CloudEvents source is "dialsync/<Pipeline>"
+	SubjectPrefix string // default "dialsync"
+	MaxBatchTxns  int    // default 2000
+	MaxBatchBytes int    // default 8 MiB; also bounds memory queued ahead of the loop (x2)
+	// BatchWindow is how long the loop waits for more transactions after the
+	// first one when none are queued. Zero (the default) means no waiting:
+	// batches still grow by themselves under load, because everything that
+	// arrived while the previous batch was being applied goes into the next.
+	BatchWindow  time.Duration
+	RetryInitial time.Duration // default 100ms
+	RetryMax     time.Duration // default 10s
+	Keys         *handlers.Keys
+	// OnApplied, when set, is called on the loop goroutine after each batch
+	// is fully durable (for metrics and tests).
+	OnApplied func(BatchStats)
+	// OnRetry, when set, is called for every failed attempt of a stage.
+	OnRetry func(op string, err error)
+}
+
+// BatchStats describes one applied batch.
+type BatchStats struct {
+	Txns, Changes, Users, Keys, Notices int
+	QueueChanges                        []queue.Change
+	Unresolved                          int
+	Checkpoint                          canal.Position // zero when the batch ended inside a large transaction
+	NewestCommit                        time.Time
+	Stages                              [5]time.Duration // lookup, postgres, redis, nats, checkpoint
+}
+
+// Stage indexes of BatchStats.Stages.
+const (
+	StageLookup = iota
+	StagePostgres
+	StageRedis
+	StageNATS
+	StageCheckpoint
+)
+
+// StageNames names the stages for metrics and logs.
+var StageNames = [5]string{"lookup", "postgres", "redis", "nats", "checkpoint"}
+
+// Deps are the servers the loop writes to.
+type Deps struct {
+	Lookup     Lookup
+	Queue      QueueStore
+	Cache      Cache
+	Publisher  Publisher
+	Checkpoint Checkpointer
+}
+
+type item struct {
+	txn *canal.Txn
+	job func(context.Context) error
+	res chan error
+}
+
+// Loop is the apply loop. Create with New, feed with Submit (the canal
+// handler) and Do, and run with Run.
+type Loop struct {
+	cfg  Config
+	deps Deps
+	log  *slog.Logger
+	src  string
+
+	in chan item
+
+	mu      sync.Mutex
+	pending int           // bytes submitted and not yet applied
+	space   chan struct{} // signalled when pending shrinks
+
+	// Loop-goroutine state.
+	owners  map[uint64]uint64 // claim -> user learned from the claims stream
+	partial map[uint64]*agg   // notices of a large transaction's earlier pieces
+	res     handlers.Result
+}
+
+// maxOwners bounds the learned claim -> user map; past it the map is
+// dropped and lookups fall back to the lookup server.
+const maxOwners = 2_000_000
+
+// New builds a loop.
+func New(cfg Config, deps Deps, log *slog.Logger) *Loop {
+	if cfg.SubjectPrefix == "" {
+		cfg.SubjectPrefix = "dialsync"
+	}
+	if cfg.MaxBatchTxns <= 0 {
+		cfg.MaxBatchTxns = 2000
+	}
+	if cfg.MaxBatchBytes <= 0 {
+		cfg.MaxBatchBytes = 8 << 20
+	}
+	if cfg.RetryInitial <= 0 {
+		cfg.RetryInitial = 100 * time.Millisecond
+	}
+	if cfg.RetryMax <= 0 {
+		cfg.RetryMax = 10 * time.Second
+	}
+	return &Loop{
+		cfg:     cfg,
+		deps:    deps,
+		log:     log,
+		src:     "dialsync/" + cfg.Pipeline,
+		in:      make(chan item, 4*cfg.MaxBatchTxns),
+		space:   make(chan struct{}, 1),
+		owners:  make(map[uint64]uint64),
+		partial: make(map[uint64]*agg),
+	}
+}
+
+// Submit queues a transaction for the loop. It blocks while the transactions
+// queued ahead of the loop hold more than 2*MaxBatchBytes (back-pressure onto
+// the binlog reader, so memory stays bounded), or the queue is full.
+func (l *Loop) Submit(ctx context.Context, t *canal.Txn) error {
+	for {
+		l.mu.Lock()
+		if l.pending == 0 || l.pending+t.Bytes <= 2*l.cfg.MaxBatchBytes {
+			l.pending += t.Bytes
+			l.mu.Unlock()
+			break
+		}
+		l.mu.Unlock()
+		select {
+		case <-l.space:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	select {
+	case l.in <- item{txn: t}:
+		return nil
+	case <-ctx.Done():
+		l.release(t.Bytes)
+		return ctx.Err()
+	}
+}
+
+func (l *Loop) release(n int) {
+	l.mu.Lock()
+	l.pending -= n
+	l.mu.Unlock()
+	select {
+	case l.space <- struct{}{}:
+	default:
+	}
+}
+
+// Do runs fn on the loop goroutine, between batches, after every transaction
+// submitted before it was applied; it returns fn's error. Reconcile chunks
+// use it so their writes are ordered with streamed changes.
+func (l *Loop) Do(ctx context.Context, fn func(context.Context) error) error {
+	it := item{job: fn, res: make(chan error, 1)}
+	select {
+	case l.in <- it:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-it.res:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Run applies batches until ctx is cancelled (returns nil once the batch in
+// hand is durable) or a fatal error happens. Transient failures of any server
+// are retried inside, with backoff and jitter; nothing is skipped.
+func (l *Loop) Run(ctx context.Context) error {
+	if err := l.flushOutbox(ctx); err != nil {
+		return err
+	}
+	batch := make([]*canal.Txn, 0, l.cfg.MaxBatchTxns)
+	for {
+		batch = batch[:0]
+		var job *item
+		select {
+		case <-ctx.Done():
+			return nil
+		case it := <-l.in:
+			if it.job != nil {
+				job = &it
+			} else {
+				batch = append(batch, it.txn)
+			}
+		}
+		if job == nil {
+			job = l.fill(ctx, &batch)
+		}
+		if len(batch) > 0 {
+			bytes := 0
+			for _, t := range batch {
+				bytes += t.Bytes
+			}
+			// The batch in hand is finished even when ctx is cancelled
+			// meanwhile (a clean stop stores its checkpoint); only a
+			// second signal, which kills the process, cuts it short.
+			err := l.apply(context.WithoutCancel(ctx), ctx, batch)
+			l.release(bytes)
+			if err != nil {
+				return err
+			}
+		}
+		if job != nil {
+			job.res <- job.job(ctx)
+		}
+	}
+}
+
+// fill adds queued transactions to batch without blocking (or waiting up to
+// BatchWindow); it stops at a job, which it returns to run after the batch.
+func (l *Loop) fill(ctx context.Context, batch *[]*canal.Txn) *item {
+	bytes := (*batch)[0].Bytes
+	var deadline <-chan time.Time
+	if l.cfg.BatchWindow > 0 {
+		tm := time.NewTimer(l.cfg.BatchWindow)
+		defer tm.Stop()
+		deadline = tm.C
+	}
+	for len(*batch) < l.cfg.MaxBatchTxns && bytes < l.cfg.MaxBatchBytes {
+		select {
+		case it := <-l.in:
+			if it.job != nil {
+				return &it
+			}
+			*batch = append(*batch, it.txn)
+			bytes += it.txn.Bytes
+			continue
+		default:
+		}
+		if deadline == nil {
+			return nil
+		}
+		select {
+		case it := <-l.in:
+			if it.job != nil {
+				return &it
+			}
+			*batch = append(*batch, it.txn)
+			bytes += it.txn.Bytes
+		case <-deadline:
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	return nil
+}
+
+// agg collects what one transaction did to one user, for its notice.
+type agg struct {
+	tables, ops, cols []string
+}
+
+func addUnique(s []string, v string) []string {
+	if slices.Contains(s, v) {
+		return s
+	}
+	return append(s, v)
+}
+
+func (a *agg) add(c *canal.Change) {
+	a.tables = addUnique(a.tables, c.Table)
+	a.ops = addUnique(a.ops, c.Op.String())
+	for _, col := range c.Changed {
+		a.cols = addUnique(a.cols, col)
+	}
+}
+
+func (a *agg) merge(b *agg) {
+	for _, v := range b.tables {
+		a.tables = addUnique(a.tables, v)
+	}
+	for _, v := range b.ops {
+		a.ops = addUnique(a.ops, v)
+	}
+	for _, v := range b.cols {
+		a.cols = addUnique(a.cols, v)
+	}
+}
+
+// touch is one (transaction, user) pair of a batch.
+type touch struct {
+	txn  int // index into the batch
+	user uint64
+	agg  *agg
+}
+
+// apply runs the four steps for one batch. work is the context for server
+// calls (not cancelled by a stop signal); stop ends retries of a batch whose
+// servers stay down once the process is asked to stop.
+func (l *Loop) apply(work, stop context.Context, batch []*canal.Txn) error {
+	var st BatchStats
+	st.Txns = len(batch)
+
+	// Handlers: which users each change touches; claims and addresses need
+	// a lookup, done once for the whole batch.
+	type pendingRef struct {
+		ref  handlers.Ref
+		txn  int
+		c    *canal.Change
+		user uint64 // resolved
+	}
+	var refs []pendingRef
+	for i, t := range batch {
+		for j := range t.Changes {
+			c := &t.Changes[j]
+			st.Changes++
+			l.res.Reset()
+			if err := handlers.Handle(c, &l.res); err != nil {
+				return fmt.Errorf("handle %s %s at %s (txn %s): %w: %w", c.Op, c.Table, t.End, t.ID(), ErrPoison, err)
+			}
+			for _, o := range l.res.Learned {
+				if len(l.owners) >= maxOwners {
+					clear(l.owners)
+				}
+				l.owners[o.Claim] = o.User
+			}
+			for _, r := range l.res.Refs {
+				refs = append(refs, pendingRef{ref: r, txn: i, c: c})
+			}
+		}
+		if !t.Partial && !t.CommitTime.IsZero() {
+			st.NewestCommit = t.CommitTime
+		}
+	}
+
+	t0 := time.Now()
+	var claims, addrs []uint64
+	for _, r := range refs {
+		switch r.ref.Kind {
+		case handlers.Claim:
+			if _, ok := l.owners[r.ref.ID]; !ok {
+				claims = append(claims, r.ref.ID)
+			}
+		case handlers.Address:
+			addrs = append(addrs, r.ref.ID)
+		}
+	}
+	claims = dedupe(claims)
+	addrs = dedupe(addrs)
+	var claimOwners map[uint64]uint64
+	var addrUsers map[uint64][]uint64
+	if len(claims) > 0 {
+		if err := l.retry(stop, "lookup claims", func() (err error) {
+			claimOwners, err = l.deps.Lookup.ClaimOwners(work, claims)
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	if len(addrs) > 0 {
+		if err := l.retry(stop, "lookup addresses", func() (err error) {
+			addrUsers, err = l.deps.Lookup.AddressUsers(work, addrs)
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+
+	// Resolve every ref to users and aggregate per (txn, user).
+	touches := make(map[[2]uint64]*agg) // {txn index, user}
+	var order []touch
+	var users []uint64
+	addTouch := func(txn int, user uint64, c *canal.Change) {
+		k := [2]uint64{uint64(txn), user}
+		a := touches[k]
+		if a == nil {
+			a = &agg{}
+			touches[k] = a
+			order = append(order, touch{txn: txn, user: user, agg: a})
+			users = append(users, user)
+		}
+		a.add(c)
+	}
+	for _, r := range refs {
+		switch r.ref.Kind {
+		case handlers.User:
+			addTouch(r.txn, r.ref.ID, r.c)
+		case handlers.Claim:
+			u, ok := l.owners[r.ref.ID]
+			if !ok {
+				u, ok = claimOwners[r.ref.ID]
+			}
+			if !ok {
+				st.Unresolved++
+				l.log.Warn("change not resolved to a user: claim not known to the claims stream nor the lookup server",
+					"table", r.c.Table, "claim_id", r.ref.ID, "txn", batch[r.txn].ID(), "pos", batch[r.txn].End.String())
+				continue
+			}
+			addTouch(r.txn, u, r.c)
+		case handlers.Address:
+			for _, u := range addrUsers[r.ref.ID] {
+				addTouch(r.txn, u, r.c)
+			}
+		}
+	}
+	users = dedupe(users)
+	st.Users = len(users)
+
+	// 1. PostgreSQL: recompute and write the queue rows of touched users.
+	var rows []queue.Row
+	if len(users) > 0 {
+		if err := l.retry(stop, "evaluate queue rule", func() (err error) {
+			rows, err = l.deps.Lookup.QueueRows(work, users)
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	st.Stages[StageLookup] = time.Since(t0)
+	t0 = time.Now()
+	lastTxn := make(map[uint64]int, len(users)) // user -> last txn touching it
+	for _, tc := range order {
+		lastTxn[tc.user] = tc.txn
+	}
+	var queueMsgs []notice.Message
+	if len(users) > 0 {
+		build := func(chs []queue.Change) []notice.Message {
+			st.QueueChanges = chs
+			msgs := make([]notice.Message, 0, len(chs))
+			for _, ch := range chs {
+				t := batch[lastTxn[ch.Row.UserID]]
+				msgs = append(msgs, QueueNotice(l.src, l.cfg.SubjectPrefix, t.ID(), t.GTID, t.End, t.CommitTime, ch))
+			}
+			return msgs
+		}
+		if err := l.retry(stop, "write queue", func() (err error) {
+			queueMsgs, err = l.deps.Queue.Apply(work, users, rows, build)
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	st.Stages[StagePostgres] = time.Since(t0)
+
+	// 2. Redis: delete every touched user's keys, and the queue keys when
+	// queue membership or a queued row changed.
+	t0 = time.Now()
+	keys := make([]string, 0, len(users)*2+2)
+	for _, u := range users {
+		keys = l.cfg.Keys.AppendUser(keys, u)
+	}
+	if len(queueMsgs) > 0 {
+		keys = append(keys, l.cfg.Keys.Queue()...)
+	}
+	st.Keys = len(keys)
+	if len(keys) > 0 {
+		if err := l.retry(stop, "delete cache keys", func() error { return l.deps.Cache.Del(work, keys) }); err != nil {
+			return err
+		}
+	}
+	st.Stages[StageRedis] = time.Since(t0)
+
+	// 3. NATS: one user.changed per (source transaction, user). A large
+	// transaction's pieces accumulate until its last piece, so each user
+	// gets exactly one notice per transaction.
+	t0 = time.Now()
+	msgs := queueMsgs
+	for _, tc := range order {
+		t := batch[tc.txn]
+		if t.Partial || t.Piece > 0 {
+			if a := l.partial[tc.user]; a != nil {
+				a.merge(tc.agg)
+			} else {
+				l.partial[tc.user] = tc.agg
+			}
+			continue
+		}
+		msgs = append(msgs, l.userNotice(t, tc.user, tc.agg))
+	}
+	for _, t := range batch {
+		if !t.Partial && t.Piece > 0 {
+			for u, a := range l.partial {
+				msgs = append(msgs, l.userNotice(t, u, a))
+			}
+			clear(l.partial)
+		}
+	}
+	msgs = dedupeMsgs(msgs)
+	st.Notices = len(msgs)
+	if len(msgs) > 0 {
+		if err := l.retry(stop, "publish notices", func() error { return l.deps.Publisher.Publish(work, msgs) }); err != nil {
+			return err
+		}
+	}
+	st.Stages[StageNATS] = time.Since(t0)
+
+	// 4. Checkpoint: the end of the last whole transaction in the batch.
+	t0 = time.Now()
+	var pos canal.Position
+	for i := len(batch) - 1; i >= 0; i-- {
+		if !batch[i].Partial {
+			pos = batch[i].End
+			break
+		}
+	}
+	if len(queueMsgs) > 0 {
+		if err := l.retry(stop, "clear outbox", func() error { return l.deps.Queue.ClearOutbox(work) }); err != nil {
+			return err
+		}
+	}
+	if !pos.IsZero() {
+		if err := l.retry(stop, "save checkpoint", func() error { return l.deps.Checkpoint.Save(work, pos) }); err != nil {
+			return err
+		}
+		st.Checkpoint = pos
+	}
+	st.Stages[StageCheckpoint] = time.Since(t0)
+	if l.cfg.OnApplied != nil {
+		l.cfg.OnApplied(st)
+	}
+	return nil
+}
+
+// userNotice makes the user.changed notice of (t, user). Sorting makes the
+// payload identical on replay, whatever the batch boundaries.
+func (l *Loop) userNotice(t *canal.Txn, user uint64, a *agg) notice.Message {
+	slices.Sort(a.tables)
+	slices.Sort(a.ops)
+	slices.Sort(a.cols)
+	return notice.NewUserChanged(l.src, l.cfg.SubjectPrefix, t.CommitTime, notice.UserChanged{
+		UserID:     user,
+		Tables:     a.tables,
+		Operations: a.ops,
+		Columns:    a.cols,
+		Source:     notice.SourcePosition{File: t.End.File, Pos: t.End.Pos, GTID: t.GTID, Txn: t.ID()},
+	})
+}
+
+// QueueNotice makes the queue notice of a queue change attributed to a
+// source transaction (or a reconcile run). The id carries a digest of the
+// new values: a replay that recomputes different values (the source moved
+// on meanwhile) is a different notice, while a replay of the same values is
+// dropped by the stream's duplicate window.
+func QueueNotice(src, prefix, txnID, gtid string, end canal.Position, at time.Time, ch queue.Change) notice.Message {
+	r := ch.Row
+	d := notice.QueueChanged{
+		UserID:              r.UserID,
+		OpenClaims:          r.OpenClaims,
+		PendingRequirements: r.PendingRequirements,
+		OldestPendingAt:     r.OldestPendingAt,
+		Source:              notice.SourcePosition{File: end.File, Pos: end.Pos, GTID: gtid, Txn: txnID + "#" + rowDigest(r)},
+	}
+	return notice.NewQueueChanged(src, prefix, ch.Kind.String(), at, d)
+}
+
+// rowDigest is a short, stable digest of a queue row's values (FNV-1a).
+func rowDigest(r queue.Row) string {
+	h := uint64(14695981039346656037)
+	mix := func(v uint64) {
+		for i := 0; i < 8; i++ {
+			h ^= v & 0xff
+			h *= 1099511628211
+			v >>= 8
+		}
+	}
+	mix(uint64(r.OpenClaims))
+	mix(uint64(r.PendingRequirements))
+	if r.OldestPendingAt != nil {
+		mix(uint64(r.OldestPendingAt.UnixMicro()))
+	}
+	return strconv.FormatUint(h, 36)
+}
+
+// flushOutbox publishes queue notices a previous run stored but may not have
+// published (it crashed between steps 1 and 3), before anything else.
+func (l *Loop) flushOutbox(ctx context.Context) error {
+	var msgs []notice.Message
+	if err := l.retry(ctx, "read outbox", func() (err error) {
+		msgs, err = l.deps.Queue.Outbox(ctx)
+		return err
+	}); err != nil {
+		return err
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	l.log.Info("publishing queue notices left in the outbox by a previous run", "count", len(msgs))
+	if err := l.retry(ctx, "publish outbox", func() error { return l.deps.Publisher.Publish(ctx, msgs) }); err != nil {
+		return err
+	}
+	return l.retry(ctx, "clear outbox", func() error { return l.deps.Queue.ClearOutbox(ctx) })
+}
+
+// Fatal marks errors retrying cannot fix (fencing, for one).
+type Fatal interface{ Fatal() bool }
+
+// IsFatal is set by the wiring: it tells which errors must not be retried.
+var IsFatal = func(err error) bool {
+	var f Fatal
+	return errors.As(err, &f) && f.Fatal()
+}
+
+// retry runs fn until it succeeds, backing off with full jitter between
+// RetryInitial and RetryMax. It gives up only when stop is cancelled or the
+// error is fatal.
+func (l *Loop) retry(stop context.Context, op string, fn func() error) error {
+	delay := l.cfg.RetryInitial
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if err == nil {
+			if attempt > 1 {
+				l.log.Info("recovered", "op", op, "attempts", attempt)
+			}
+			return nil
+		}
+		if IsFatal(err) {
+			return fmt.Errorf("%s: %w", op, err)
+		}
+		l.log.Warn("retrying", "op", op, "attempt", attempt, "err", err)
+		if l.cfg.OnRetry != nil {
+			l.cfg.OnRetry(op, err)
+		}
+		sleep := delay/2 + rand.N(delay/2+1)
+		select {
+		case <-time.After(sleep):
+		case <-stop.Done():
+			return fmt.Errorf("%s: stopped while retrying: %w", op, err)
+		}
+		delay = min(2*delay, l.cfg.RetryMax)
+	}
+}
+
+func dedupe(ids []uint64) []uint64 {
+	if len(ids) < 2 {
+		return ids
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids)
+}
+
+// dedupeMsgs drops repeated ids within one batch (the outbox can hold a
+// queue notice that the same batch makes again after a crash).
+func dedupeMsgs(msgs []notice.Message) []notice.Message {
+	if len(msgs) < 2 {
+		return msgs
+	}
+	seen := make(map[string]struct{}, len(msgs))
+	out := msgs[:0]
+	for _, m := range msgs {
+		if _, ok := seen[m.ID]; ok {
+			continue
+		}
+		seen[m.ID] = struct{}{}
+		out = append(out, m)
+	}
+	return out
+}

@@ -1,0 +1,379 @@
+package pgstore
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"dialsync/internal/queue"
+	"dialsync/notice"
+)
+
+const defaultUnlockTimeout = 5 * time.Second
+
+// Queue is one pipeline's PostgreSQL state: the call queue (shared by every
+// pipeline of the schema), the pipeline's notice outbox and its dead
+// letters. It implements apply.QueueStore. Safe for concurrent use, but the
+// queue must have a single writer (the apply loop) for its change notices to
+// be in order.
+type Queue struct {
+	pool     *pgxpool.Pool
+	pipeline string
+
+	callQueue, outbox, deadLetters, history string // quoted table names
+}
+
+// NewQueue returns the store for pipeline's state in schema. Migrate must
+// have run.
+func NewQueue(pool *pgxpool.Pool, schema, pipeline string) *Queue {
+	return &Queue{
+		pool:        pool,
+		pipeline:    pipeline,
+		callQueue:   pgx.Identifier{schema, "call_queue"}.Sanitize(),
+		outbox:      pgx.Identifier{schema, "outbox"}.Sanitize(),
+		deadLetters: pgx.Identifier{schema, "dead_letters"}.Sanitize(),
+		history:     pgx.Identifier{schema, "checkpoint_history"}.Sanitize(),
+	}
+}
+
+// Apply makes the call_queue rows of users equal to rows in one transaction:
+// a user in users (or in rows) without a row in rows leaves the queue.
+// Exactly the real differences become changes: Entered for a new row,
+// Updated when open_claims, pending_requirements or oldest_pending_at differ
+// (entered_at is kept, updated_at moves), Left for a deleted row (with the
+// old row). Unchanged rows are neither reported nor rewritten. build gets
+// the changes (sorted by user id) and its messages are stored in the outbox
+// in the same transaction; Apply returns them.
+//
+// Round trips: BEGIN, one batch (delete + upsert), one outbox insert when
+// there are messages, COMMIT, whatever the batch size.
+func (q *Queue) Apply(ctx context.Context, users []uint64, rows []queue.Row,
+	build func([]queue.Change) []notice.Message) ([]notice.Message, error) {
+	in, err := prepareRows(rows)
+	if err != nil {
+		return nil, fmt.Errorf("queue apply: %w", err)
+	}
+	all := make([]int64, 0, len(users)+len(in.ids))
+	for _, u := range users {
+		if u > math.MaxInt64 {
+			return nil, fmt.Errorf("queue apply: user id %d does not fit bigint", u)
+		}
+		all = append(all, int64(u))
+	}
+	all = append(all, in.ids...)
+	if len(all) == 0 {
+		return nil, nil
+	}
+	del := "DELETE FROM " + q.callQueue + ` WHERE user_id = ANY($1::bigint[]) AND NOT (user_id = ANY($2::bigint[]))
+		RETURNING user_id, open_claims, pending_requirements, oldest_pending_at`
+	msgs, err := q.apply(ctx, del, []any{all, in.ids}, in, build)
+	if err != nil {
+		return nil, fmt.Errorf("queue apply (%d users): %w", len(all), err)
+	}
+	return msgs, nil
+}
+
+// ApplyRange is Apply over the user id range (fromUser, toUser]: every
+// call_queue row in the range whose user has no row in rows is deleted
+// (Left), which is how a reconcile chunk repairs rows written by anyone
+// else. Every row must lie in the range.
+func (q *Queue) ApplyRange(ctx context.Context, fromUser, toUser uint64, rows []queue.Row,
+	build func([]queue.Change) []notice.Message) ([]notice.Message, error) {
+	in, err := prepareRange(fromUser, toUser, rows)
+	if err != nil {
+		return nil, fmt.Errorf("queue apply range (%d, %d]: %w", fromUser, toUser, err)
+	}
+	del := "DELETE FROM " + q.callQueue + ` WHERE user_id > $1 AND user_id <= $2 AND NOT (user_id = ANY($3::bigint[]))
+		RETURNING user_id, open_claims, pending_requirements, oldest_pending_at`
+	msgs, err := q.apply(ctx, del, []any{clampInt64(fromUser), clampInt64(toUser), in.ids}, in, build)
+	if err != nil {
+		return nil, fmt.Errorf("queue apply range (%d, %d]: %w", fromUser, toUser, err)
+	}
+	return msgs, nil
+}
+
+// Diff reports what ApplyRange(fromUser, toUser, rows) would change, without
+// changing anything (reconcile --dry-run and drift detection).
+func (q *Queue) Diff(ctx context.Context, rows []queue.Row, fromUser, toUser uint64) ([]queue.Change, error) {
+	in, err := prepareRange(fromUser, toUser, rows)
+	if err != nil {
+		return nil, fmt.Errorf("queue diff (%d, %d]: %w", fromUser, toUser, err)
+	}
+	dbRows, err := q.pool.Query(ctx, `SELECT user_id, open_claims, pending_requirements, oldest_pending_at
+		FROM `+q.callQueue+` WHERE user_id > $1 AND user_id <= $2`, clampInt64(fromUser), clampInt64(toUser))
+	if err != nil {
+		return nil, fmt.Errorf("queue diff (%d, %d]: %w", fromUser, toUser, err)
+	}
+	current := make(map[uint64]queue.Row)
+	var r queue.Row
+	var oc, pr int32
+	var at pgtype.Timestamptz
+	_, err = pgx.ForEachRow(dbRows, []any{&r.UserID, &oc, &pr, &at}, func() error {
+		current[r.UserID] = queue.Row{UserID: r.UserID, OpenClaims: int64(oc), PendingRequirements: int64(pr), OldestPendingAt: fromTimestamptz(at)}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queue diff (%d, %d]: %w", fromUser, toUser, err)
+	}
+	var changes []queue.Change
+	for _, want := range in.rows {
+		have, ok := current[want.UserID]
+		switch {
+		case !ok:
+			changes = append(changes, queue.Change{Kind: queue.Entered, Row: want})
+		case !sameRow(have, want):
+			changes = append(changes, queue.Change{Kind: queue.Updated, Row: want})
+		}
+		delete(current, want.UserID)
+	}
+	for _, have := range current {
+		changes = append(changes, queue.Change{Kind: queue.Left, Row: have})
+	}
+	sortChanges(changes)
+	return changes, nil
+}
+
+// apply runs the shared transaction of Apply and ApplyRange: the given
+// DELETE ... RETURNING (old rows of leavers) and the upsert of in, batched
+// into one round trip, then the outbox insert.
+func (q *Queue) apply(ctx context.Context, del string, delArgs []any, in preparedRows,
+	build func([]queue.Change) []notice.Message) ([]notice.Message, error) {
+	var msgs []notice.Message
+	err := pgx.BeginFunc(ctx, q.pool, func(tx pgx.Tx) error {
+		// One timestamp for the whole batch, microsecond precision like the
+		// column, so entered_at/updated_at of one batch compare equal.
+		now := time.Now().UTC().Truncate(time.Microsecond)
+		b := &pgx.Batch{}
+		b.Queue(del, delArgs...)
+		// (xmax = 0) tells an inserted row from an updated one: an updated
+		// row carries the updating transaction's id in xmax. This is a
+		// widely used PostgreSQL implementation detail (see
+		// https://stackoverflow.com/a/39204667); the WHERE on DO UPDATE makes
+		// unchanged rows return nothing and stay unwritten.
+		b.Queue(`INSERT INTO `+q.callQueue+` AS c
+			(user_id, open_claims, pending_requirements, oldest_pending_at, entered_at, updated_at)
+			SELECT u, o, p, t, $5, $5 FROM unnest($1::bigint[], $2::integer[], $3::integer[], $4::timestamptz[]) AS x(u, o, p, t)
+			ON CONFLICT (user_id) DO UPDATE SET
+				open_claims = excluded.open_claims,
+				pending_requirements = excluded.pending_requirements,
+				oldest_pending_at = excluded.oldest_pending_at,
+				updated_at = excluded.updated_at
+			WHERE (c.open_claims, c.pending_requirements, c.oldest_pending_at)
+				IS DISTINCT FROM (excluded.open_claims, excluded.pending_requirements, excluded.oldest_pending_at)
+			RETURNING user_id, (xmax = 0), open_claims, pending_requirements, oldest_pending_at`,
+			in.ids, in.open, in.pending, in.oldest, now)
+		br := tx.SendBatch(ctx, b)
+		var changes []queue.Change
+		left, err := br.Query()
+		if err != nil {
+			br.Close()
+			return fmt.Errorf("delete leavers: %w", err)
+		}
+		var r queue.Row
+		var oc, pr int32
+		var at pgtype.Timestamptz
+		_, err = pgx.ForEachRow(left, []any{&r.UserID, &oc, &pr, &at}, func() error {
+			changes = append(changes, queue.Change{Kind: queue.Left, Row: queue.Row{
+				UserID: r.UserID, OpenClaims: int64(oc), PendingRequirements: int64(pr), OldestPendingAt: fromTimestamptz(at)}})
+			return nil
+		})
+		if err != nil {
+			br.Close()
+			return fmt.Errorf("delete leavers: %w", err)
+		}
+		up, err := br.Query()
+		if err != nil {
+			br.Close()
+			return fmt.Errorf("upsert rows: %w", err)
+		}
+		var inserted bool
+		_, err = pgx.ForEachRow(up, []any{&r.UserID, &inserted, &oc, &pr, &at}, func() error {
+			kind := queue.Updated
+			if inserted {
+				kind = queue.Entered
+			}
+			changes = append(changes, queue.Change{Kind: kind, Row: queue.Row{
+				UserID: r.UserID, OpenClaims: int64(oc), PendingRequirements: int64(pr), OldestPendingAt: fromTimestamptz(at)}})
+			return nil
+		})
+		if err != nil {
+			br.Close()
+			return fmt.Errorf("upsert rows: %w", err)
+		}
+		if err := br.Close(); err != nil {
+			return fmt.Errorf("queue batch: %w", err)
+		}
+		sortChanges(changes)
+		if build == nil || len(changes) == 0 {
+			return nil
+		}
+		msgs = build(changes)
+		if len(msgs) == 0 {
+			return nil
+		}
+		return q.insertOutbox(ctx, tx, msgs)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return msgs, nil
+}
+
+func (q *Queue) insertOutbox(ctx context.Context, tx pgx.Tx, msgs []notice.Message) error {
+	ids := make([]string, len(msgs))
+	subjects := make([]string, len(msgs))
+	data := make([][]byte, len(msgs))
+	for i, m := range msgs {
+		ids[i], subjects[i], data[i] = m.ID, m.Subject, m.Data
+	}
+	// ORDER BY ord: seq (bigserial) is drawn in the order rows are produced,
+	// so the outbox keeps the order build returned.
+	_, err := tx.Exec(ctx, `INSERT INTO `+q.outbox+` (pipeline, msg_id, subject, data)
+		SELECT $1, i, s, d FROM unnest($2::text[], $3::text[], $4::bytea[]) WITH ORDINALITY AS x(i, s, d, ord)
+		ORDER BY ord`, q.pipeline, ids, subjects, data)
+	if err != nil {
+		return fmt.Errorf("insert %d outbox messages: %w", len(msgs), err)
+	}
+	return nil
+}
+
+// Outbox returns this pipeline's stored messages in the order they were
+// stored.
+func (q *Queue) Outbox(ctx context.Context) ([]notice.Message, error) {
+	rows, err := q.pool.Query(ctx, `SELECT msg_id, subject, data FROM `+q.outbox+` WHERE pipeline = $1 ORDER BY seq`, q.pipeline)
+	if err != nil {
+		return nil, fmt.Errorf("read outbox: %w", err)
+	}
+	msgs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (notice.Message, error) {
+		var m notice.Message
+		err := r.Scan(&m.ID, &m.Subject, &m.Data)
+		return m, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read outbox: %w", err)
+	}
+	return msgs, nil
+}
+
+// ClearOutbox deletes every message of this pipeline's outbox. The apply
+// loop is the only writer, so calling it after the acks of what Outbox or
+// Apply returned cannot drop an unpublished message.
+func (q *Queue) ClearOutbox(ctx context.Context) error {
+	if _, err := q.pool.Exec(ctx, `DELETE FROM `+q.outbox+` WHERE pipeline = $1`, q.pipeline); err != nil {
+		return fmt.Errorf("clear outbox: %w", err)
+	}
+	return nil
+}
+
+// preparedRows holds rows as column arrays for unnest, deduplicated (last
+// row of a user wins: ON CONFLICT cannot touch a row twice in one
+// statement) and normalised (UTC, microseconds).
+type preparedRows struct {
+	rows    []queue.Row
+	ids     []int64
+	open    []int32
+	pending []int32
+	oldest  []pgtype.Timestamptz
+}
+
+func prepareRows(rows []queue.Row) (preparedRows, error) {
+	idx := make(map[uint64]int, len(rows))
+	var p preparedRows
+	for _, r := range rows {
+		if r.UserID > math.MaxInt64 {
+			return p, fmt.Errorf("user id %d does not fit bigint", r.UserID)
+		}
+		if r.OpenClaims < math.MinInt32 || r.OpenClaims > math.MaxInt32 ||
+			r.PendingRequirements < math.MinInt32 || r.PendingRequirements > math.MaxInt32 {
+			return p, fmt.Errorf("user %d: counts out of integer range", r.UserID)
+		}
+		r.OldestPendingAt = normTime(r.OldestPendingAt)
+		if i, dup := idx[r.UserID]; dup {
+			p.rows[i] = r
+			continue
+		}
+		idx[r.UserID] = len(p.rows)
+		p.rows = append(p.rows, r)
+	}
+	p.ids = make([]int64, len(p.rows))
+	p.open = make([]int32, len(p.rows))
+	p.pending = make([]int32, len(p.rows))
+	p.oldest = make([]pgtype.Timestamptz, len(p.rows))
+	for i, r := range p.rows {
+		p.ids[i] = int64(r.UserID)
+		p.open[i] = int32(r.OpenClaims)
+		p.pending[i] = int32(r.PendingRequirements)
+		if r.OldestPendingAt != nil {
+			p.oldest[i] = pgtype.Timestamptz{Time: *r.OldestPendingAt, Valid: true}
+		}
+	}
+	return p, nil
+}
+
+func prepareRange(fromUser, toUser uint64, rows []queue.Row) (preparedRows, error) {
+	if fromUser > toUser {
+		return preparedRows{}, fmt.Errorf("empty range")
+	}
+	for _, r := range rows {
+		if r.UserID <= fromUser || r.UserID > toUser {
+			return preparedRows{}, fmt.Errorf("row for user %d outside the range", r.UserID)
+		}
+	}
+	return prepareRows(rows)
+}
+
+// clampInt64 maps a range bound onto bigint: no user id exceeds MaxInt64
+// (prepareRows refuses them), so clamping keeps the range meaning.
+func clampInt64(v uint64) int64 {
+	if v > math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return int64(v)
+}
+
+// normTime is the form times are stored and compared in: UTC, truncated to
+// PostgreSQL's microsecond precision, so a value read back compares equal to
+// the one written.
+func normTime(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	v := t.UTC().Truncate(time.Microsecond)
+	return &v
+}
+
+func fromTimestamptz(ts pgtype.Timestamptz) *time.Time {
+	if !ts.Valid {
+		return nil
+	}
+	t := ts.Time.UTC()
+	return &t
+}
+
+func sameRow(a, b queue.Row) bool {
+	if a.OpenClaims != b.OpenClaims || a.PendingRequirements != b.PendingRequirements {
+		return false
+	}
+	if a.OldestPendingAt == nil || b.OldestPendingAt == nil {
+		return a.OldestPendingAt == nil && b.OldestPendingAt == nil
+	}
+	return a.OldestPendingAt.Equal(*b.OldestPendingAt)
+}
+
+func sortChanges(cs []queue.Change) {
+	slices.SortFunc(cs, func(a, b queue.Change) int {
+		switch {
+		case a.Row.UserID < b.Row.UserID:
+			return -1
+		case a.Row.UserID > b.Row.UserID:
+			return 1
+		}
+		return 0
+	})
+}
