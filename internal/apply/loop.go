@@ -630,6 +630,11 @@ var IsFatal = func(err error) bool {
 	return errors.As(err, &f) && f.Fatal()
 }
 
+// Retry is retry for jobs run through Do (reconcile chunks).
+func (l *Loop) Retry(ctx context.Context, op string, fn func() error) error {
+	return l.retry(ctx, op, fn)
+}
+
 // retry runs fn until it succeeds, backing off with full jitter between
 // RetryInitial and RetryMax. It gives up only when stop is cancelled or the
 // error is fatal.

@@ -1,0 +1,273 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"dialsync/canal"
+	"dialsync/checkpoint"
+	"dialsync/handlers"
+	"dialsync/internal/apply"
+	"dialsync/internal/cache"
+	"dialsync/internal/config"
+	"dialsync/internal/lookup"
+	"dialsync/internal/pgstore"
+	"dialsync/internal/publish"
+	"dialsync/internal/reconcile"
+)
+
+func loadConfig(path string) (*config.Config, error) {
+	cfg, err := config.Load(path, os.LookupEnv)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return cfg, nil
+}
+
+// newLogger makes the process logger: text on a terminal, JSON otherwise
+// (or as [log] format says). Row values and secrets are never logged.
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(cfg.Log.Level))
+	opts := &slog.HandlerOptions{Level: lvl}
+	format := cfg.Log.Format
+	if format == "auto" || format == "" {
+		format = "json"
+		if f, ok := w.(*os.File); ok {
+			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+				format = "text"
+			}
+		}
+	}
+	var h slog.Handler
+	if format == "text" {
+		h = slog.NewTextHandler(w, opts)
+	} else {
+		h = slog.NewJSONHandler(w, opts)
+	}
+	return slog.New(h).With("pipeline", cfg.Pipeline.Name)
+}
+
+// tlsFor builds a client TLS config from a section's tls_* keys; nil when
+// TLS is disabled. Verification is on unless the operator explicitly chose
+// skip-verify, which is logged loudly.
+func tlsFor(section string, t config.TLSConfig, host string, log *slog.Logger) (*tls.Config, error) {
+	switch t.Mode {
+	case "", config.TLSDisabled:
+		return nil, nil
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
+	if c.ServerName == "" {
+		c.ServerName = host
+	}
+	if t.Mode == config.TLSSkipVerify {
+		log.Warn("TLS certificate verification is OFF: the connection is encrypted but not authenticated", "section", section)
+		c.InsecureSkipVerify = true
+	}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, usagef("%s.tls_ca_file: %v", section, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, usagef("%s.tls_ca_file %s: no PEM certificates found", section, t.CAFile)
+		}
+		c.RootCAs = pool
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, usagef("%s.tls_cert_file/tls_key_file: %v", section, err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
+}
+
+func hostOf(addr string) string {
+	if i := strings.LastIndex(addr, ":"); i > 0 {
+		return strings.Trim(addr[:i], "[]")
+	}
+	return addr
+}
+
+// env holds the connections a command needs. Close closes what was opened.
+type env struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	pgDSN    string
+	pool     *pgxpool.Pool
+	ckpt     *checkpoint.Store
+	queue    *pgstore.Queue
+	lookup   *lookup.Lookup
+	cache    *cache.Cache
+	pub      *publish.Publisher
+	keys     *handlers.Keys
+	canalCfg canal.Config
+}
+
+// openEnv connects to PostgreSQL (and migrates) and prepares the source
+// configuration; sinks are connected by connectSinks once leadership is held.
+func openEnv(ctx context.Context, cfg *config.Config, log *slog.Logger) (*env, error) {
+	e := &env{cfg: cfg, log: log, pgDSN: cfg.Postgres.DSN}
+	keys, err := handlers.NewKeys(cfg.Redis.Prefix, cfg.Cache.UserKeys, cfg.Cache.QueueKeys)
+	if err != nil {
+		return nil, usagef("cache: %v", err)
+	}
+	e.keys = keys
+
+	srcTLS, err := tlsFor("source", cfg.Source.TLSConfig, hostOf(cfg.Source.Addr), log)
+	if err != nil {
+		return nil, err
+	}
+	var specs []canal.TableSpec
+	if extra := includeValues(cfg.Notices.IncludeValues); len(extra) > 0 {
+		specs = handlers.SpecsWith(extra)
+	} else {
+		specs = handlers.Specs()
+	}
+	e.canalCfg = canal.Config{
+		Addr: cfg.Source.Addr, User: cfg.Source.User, Password: cfg.Source.Password,
+		Flavor: cfg.Source.Flavor, ServerID: cfg.Source.ServerID, Database: cfg.Source.Database,
+		Tables:          specs,
+		HeartbeatPeriod: cfg.Source.HeartbeatPeriod.Duration(),
+		ReadTimeout:     cfg.Source.ReadTimeout.Duration(),
+		MaxTxnBytes:     int(cfg.Apply.MaxTxnBytes),
+		TLS:             srcTLS,
+		Logger:          log.With("component", "canal"),
+	}
+
+	pcfg, err := pgxpool.ParseConfig(cfg.Postgres.DSN)
+	if err != nil {
+		// pgx's parse errors can quote the DSN (and its password): do not wrap.
+		return nil, usagef("postgres.dsn: not a valid PostgreSQL connection string (URL or key=value)")
+	}
+	pcfg.MaxConns = int32(cfg.Postgres.MaxConns)
+	e.pool, err = pgxpool.NewWithConfig(ctx, pcfg)
+	if err == nil {
+		err = e.pool.Ping(ctx)
+	}
+	if err != nil {
+		e.Close()
+		return nil, fmt.Errorf("postgres at %s:%d: %w: check postgres.dsn and that the server is up", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, redactErr(err, cfg))
+	}
+	if err := pgstore.Migrate(ctx, e.pool, cfg.Postgres.Schema); err != nil {
+		e.Close()
+		return nil, fmt.Errorf("postgres: migrate schema %s: %w", cfg.Postgres.Schema, err)
+	}
+	e.ckpt = checkpoint.NewStore(e.pool, cfg.Postgres.Schema, cfg.Pipeline.Name)
+	e.queue = pgstore.NewQueue(e.pool, cfg.Postgres.Schema, cfg.Pipeline.Name)
+	return e, nil
+}
+
+// connectSinks connects the lookup server, Redis and NATS.
+func (e *env) connectSinks(ctx context.Context) error {
+	cfg, log := e.cfg, e.log
+	lk := cfg.EffectiveLookup()
+	var err error
+	e.lookup, err = lookup.Open(ctx, lookup.Config{
+		Addr: lk.Addr, User: lk.User, Password: lk.Password, Database: lk.Database,
+		TLS: e.canalCfg.TLS, QueueSQL: cfg.Rules.QueueSQL,
+	}, log.With("component", "lookup"))
+	if err != nil {
+		return err
+	}
+	redisTLS, err := tlsFor("redis", cfg.Redis.TLSConfig, hostOf(cfg.Redis.Addr), log)
+	if err != nil {
+		return err
+	}
+	e.cache, err = cache.Open(ctx, cache.Config{
+		Addr: cfg.Redis.Addr, Username: cfg.Redis.Username, Password: cfg.Redis.Password,
+		DB: cfg.Redis.DB, TLS: redisTLS,
+	}, log.With("component", "redis"))
+	if err != nil {
+		return err
+	}
+	natsTLS, err := tlsFor("nats", cfg.NATS.TLSConfig, "", log)
+	if err != nil {
+		return err
+	}
+	e.pub, err = publish.Open(ctx, publish.Config{
+		URL: cfg.NATS.URL, Stream: cfg.NATS.Stream, SubjectPrefix: cfg.NATS.SubjectPrefix,
+		ManageStream: cfg.NATS.ManageStream, DuplicateWindow: cfg.NATS.DuplicateWindow.Duration(),
+		MaxAge: cfg.NATS.MaxAge.Duration(), MaxBytes: int64(cfg.NATS.MaxBytes), Replicas: cfg.NATS.Replicas,
+		Storage: cfg.NATS.Storage, Name: "dialsync-" + cfg.Pipeline.Name, TLS: natsTLS,
+		CredsFile: cfg.NATS.CredsFile, NKeyFile: cfg.NATS.NKeyFile, Token: cfg.NATS.Token,
+		User: cfg.NATS.User, Password: cfg.NATS.Password, AckTimeout: cfg.NATS.AckTimeout.Duration(),
+	}, log.With("component", "nats"))
+	return err
+}
+
+func (e *env) newLoop(log *slog.Logger) *apply.Loop {
+	a := e.cfg.Apply
+	return apply.New(apply.Config{
+		Pipeline:      e.cfg.Pipeline.Name,
+		SubjectPrefix: e.cfg.NATS.SubjectPrefix,
+		MaxBatchTxns:  a.MaxBatchTxns,
+		MaxBatchBytes: int(a.MaxBatchBytes),
+		BatchWindow:   a.BatchWindow.Duration(),
+		RetryInitial:  a.RetryInitial.Duration(),
+		RetryMax:      a.RetryMax.Duration(),
+		Keys:          e.keys,
+	}, apply.Deps{
+		Lookup: e.lookup, Queue: e.queue, Cache: e.cache, Publisher: e.pub, Checkpoint: e.ckpt,
+	}, log.With("component", "apply"))
+}
+
+func (e *env) newReconciler(loop *apply.Loop, log *slog.Logger) *reconcile.Reconciler {
+	return &reconcile.Reconciler{
+		Loop: loop, Lookup: e.lookup, Queue: e.queue, Cache: e.cache, Publisher: e.pub, Keys: e.keys,
+		Pipeline: e.cfg.Pipeline.Name, SubjectPrefix: e.cfg.NATS.SubjectPrefix,
+		ChunkSize: e.cfg.Reconcile.ChunkSize, Log: log.With("component", "reconcile"),
+	}
+}
+
+func (e *env) Close() {
+	if e.pub != nil {
+		e.pub.Close()
+	}
+	if e.cache != nil {
+		e.cache.Close()
+	}
+	if e.lookup != nil {
+		e.lookup.Close()
+	}
+	if e.pool != nil {
+		e.pool.Close()
+	}
+}
+
+// includeValues turns ["users.status", ...] into {"users": ["status"]}.
+func includeValues(list []string) map[string][]string {
+	if len(list) == 0 {
+		return nil
+	}
+	m := make(map[string][]string)
+	for _, tc := range list {
+		t, c, _ := strings.Cut(tc, ".")
+		m[t] = append(m[t], c)
+	}
+	return m
+}
+
+// redactErr strips configured secrets from an error's text (drivers may
+// quote a DSN).
+func redactErr(err error, cfg *config.Config) error {
+	msg := err.Error()
+	for _, s := range []string{cfg.Postgres.DSN, cfg.Source.Password, cfg.Redis.Password, cfg.NATS.Password, cfg.NATS.Token} {
+		if s != "" {
+			msg = strings.ReplaceAll(msg, s, "REDACTED")
+		}
+	}
+	return errors.New(msg)
+}

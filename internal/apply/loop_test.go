@@ -1,0 +1,377 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"dialsync/canal"
+	"dialsync/handlers"
+	"dialsync/internal/queue"
+	"dialsync/notice"
+)
+
+// These are unit tests of the loop's ordering and bookkeeping with fakes
+// built from func fields; the real servers are exercised end to end in
+// cmd/dialsync's integration tests.
+
+type fakes struct {
+	mu       sync.Mutex
+	calls    []string
+	owners   map[uint64]uint64
+	addrs    map[uint64][]uint64
+	queued   map[uint64]queue.Row // the rule's answer
+	table    map[uint64]queue.Row // the "PostgreSQL" queue
+	outbox   []notice.Message
+	deleted  []string
+	pubs     []notice.Message
+	saved    []canal.Position
+	failNext map[string]int // op -> failures to inject
+}
+
+func newFakes() *fakes {
+	return &fakes{owners: map[uint64]uint64{}, addrs: map[uint64][]uint64{}, queued: map[uint64]queue.Row{},
+		table: map[uint64]queue.Row{}, failNext: map[string]int{}}
+}
+
+func (f *fakes) step(op string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, op)
+	if f.failNext[op] > 0 {
+		f.failNext[op]--
+		return errors.New(op + ": injected failure")
+	}
+	return nil
+}
+
+func (f *fakes) ClaimOwners(_ context.Context, ids []uint64) (map[uint64]uint64, error) {
+	if err := f.step("claims"); err != nil {
+		return nil, err
+	}
+	m := map[uint64]uint64{}
+	for _, id := range ids {
+		if u, ok := f.owners[id]; ok {
+			m[id] = u
+		}
+	}
+	return m, nil
+}
+
+func (f *fakes) AddressUsers(_ context.Context, ids []uint64) (map[uint64][]uint64, error) {
+	if err := f.step("addresses"); err != nil {
+		return nil, err
+	}
+	m := map[uint64][]uint64{}
+	for _, id := range ids {
+		m[id] = f.addrs[id]
+	}
+	return m, nil
+}
+
+func (f *fakes) QueueRows(_ context.Context, users []uint64) ([]queue.Row, error) {
+	if err := f.step("rule"); err != nil {
+		return nil, err
+	}
+	var rows []queue.Row
+	for _, u := range users {
+		if r, ok := f.queued[u]; ok {
+			rows = append(rows, r)
+		}
+	}
+	return rows, nil
+}
+
+func (f *fakes) Apply(_ context.Context, users []uint64, rows []queue.Row, build func([]queue.Change) []notice.Message) ([]notice.Message, error) {
+	if err := f.step("postgres"); err != nil {
+		return nil, err
+	}
+	in := map[uint64]queue.Row{}
+	for _, r := range rows {
+		in[r.UserID] = r
+	}
+	var chs []queue.Change
+	for _, u := range users {
+		old, had := f.table[u]
+		nw, has := in[u]
+		switch {
+		case has && !had:
+			chs = append(chs, queue.Change{Kind: queue.Entered, Row: nw})
+			f.table[u] = nw
+		case !has && had:
+			chs = append(chs, queue.Change{Kind: queue.Left, Row: old})
+			delete(f.table, u)
+		case has && had && old != nw:
+			chs = append(chs, queue.Change{Kind: queue.Updated, Row: nw})
+			f.table[u] = nw
+		}
+	}
+	msgs := build(chs)
+	f.outbox = append(f.outbox, msgs...)
+	return msgs, nil
+}
+
+func (f *fakes) Outbox(context.Context) ([]notice.Message, error) {
+	return slices.Clone(f.outbox), f.step("outbox")
+}
+func (f *fakes) ClearOutbox(context.Context) error {
+	if err := f.step("clear"); err != nil {
+		return err
+	}
+	f.outbox = nil
+	return nil
+}
+func (f *fakes) Del(_ context.Context, keys []string) error {
+	if err := f.step("redis"); err != nil {
+		return err
+	}
+	f.deleted = append(f.deleted, keys...)
+	return nil
+}
+func (f *fakes) Publish(_ context.Context, msgs []notice.Message) error {
+	if err := f.step("nats"); err != nil {
+		return err
+	}
+	f.pubs = append(f.pubs, msgs...)
+	return nil
+}
+func (f *fakes) Save(_ context.Context, p canal.Position) error {
+	if err := f.step("checkpoint"); err != nil {
+		return err
+	}
+	f.saved = append(f.saved, p)
+	return nil
+}
+
+func newTestLoop(t *testing.T, f *fakes, applied chan BatchStats) *Loop {
+	t.Helper()
+	keys, err := handlers.NewKeys("t:", handlers.DefaultUserKeyTemplates, handlers.DefaultQueueKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return New(Config{Pipeline: "p", Keys: keys, RetryInitial: time.Millisecond, RetryMax: 2 * time.Millisecond,
+		OnApplied: func(s BatchStats) { applied <- s }},
+		Deps{Lookup: f, Queue: f, Cache: f, Publisher: f, Checkpoint: f},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+func runLoop(t *testing.T, l *Loop) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+}
+
+func txn(gtid string, end uint32, changes ...canal.Change) *canal.Txn {
+	return &canal.Txn{Changes: changes, GTID: gtid, End: canal.Position{File: "bin.000001", Pos: end, GTIDSet: "0-1-" + gtid[4:]},
+		CommitTime: time.Unix(1700000000, 0).UTC(), Bytes: 100}
+}
+
+func userUpdate(id int64, cols ...string) canal.Change {
+	return canal.Change{Table: "users", Op: canal.Update, Before: canal.Row{id}, After: canal.Row{id}, Changed: cols}
+}
+
+// The order of the four steps is the heart of invariants 1 and 3.
+func TestStepOrderAndCheckpoint(t *testing.T) {
+	f := newFakes()
+	f.queued[7] = queue.Row{UserID: 7, OpenClaims: 1, PendingRequirements: 2}
+	applied := make(chan BatchStats, 10)
+	l := newTestLoop(t, f, applied)
+	runLoop(t, l)
+	if err := l.Submit(context.Background(), txn("0-1-5", 500, userUpdate(7, "status"))); err != nil {
+		t.Fatal(err)
+	}
+	st := <-applied
+	want := []string{"outbox", "rule", "postgres", "redis", "nats", "clear", "checkpoint"}
+	if !slices.Equal(f.calls, want) {
+		t.Fatalf("calls = %v, want %v", f.calls, want)
+	}
+	if st.Checkpoint.Pos != 500 || len(f.saved) != 1 {
+		t.Fatalf("checkpoint = %+v saved %v", st.Checkpoint, f.saved)
+	}
+	if !slices.Equal(f.deleted, []string{"t:user:7:context", "t:user:7:claims", "t:eligible_users", "t:queue:queued"}) {
+		t.Fatalf("deleted = %v", f.deleted)
+	}
+	if len(f.pubs) != 2 {
+		t.Fatalf("published %d, want queue.entered + user.changed", len(f.pubs))
+	}
+	var types []string
+	for _, m := range f.pubs {
+		ev, err := notice.Decode(m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		types = append(types, ev.Type)
+		if ev.ID != m.ID {
+			t.Fatalf("event id %q != Nats-Msg-Id %q", ev.ID, m.ID)
+		}
+	}
+	if !slices.Equal(types, []string{notice.TypeQueueEntered, notice.TypeUserChanged}) {
+		t.Fatalf("types = %v", types)
+	}
+}
+
+// A failure of any server pauses and retries that stage; nothing is
+// skipped and the checkpoint moves only after all effects.
+func TestRetriesEveryStage(t *testing.T) {
+	for _, op := range []string{"rule", "postgres", "redis", "nats", "clear", "checkpoint", "claims"} {
+		t.Run(op, func(t *testing.T) {
+			f := newFakes()
+			f.queued[7] = queue.Row{UserID: 7, OpenClaims: 1}
+			f.owners[70] = 7
+			f.failNext[op] = 3
+			applied := make(chan BatchStats, 10)
+			l := newTestLoop(t, f, applied)
+			runLoop(t, l)
+			req := canal.Change{Table: "claim_requirements", Op: canal.Insert, After: canal.Row{int64(1), int64(70)}}
+			if err := l.Submit(context.Background(), txn("0-1-9", 900, req)); err != nil {
+				t.Fatal(err)
+			}
+			<-applied
+			if f.failNext[op] != 0 {
+				t.Fatalf("%s: injected failures not consumed", op)
+			}
+			if len(f.saved) != 1 || f.saved[0].Pos != 900 {
+				t.Fatalf("saved = %v", f.saved)
+			}
+			if len(f.pubs) != 2 {
+				t.Fatalf("published %d", len(f.pubs))
+			}
+			// The checkpoint is the last call: nothing after it.
+			if f.calls[len(f.calls)-1] != "checkpoint" {
+				t.Fatalf("calls = %v", f.calls)
+			}
+		})
+	}
+}
+
+// A large transaction arrives in pieces: effects apply per piece, but the
+// checkpoint stays put until the last piece, and each user gets exactly one
+// user.changed notice for the transaction.
+func TestPartialTransaction(t *testing.T) {
+	f := newFakes()
+	applied := make(chan BatchStats, 10)
+	l := newTestLoop(t, f, applied)
+	runLoop(t, l)
+	p0 := txn("0-1-3", 0, userUpdate(1, "status"), userUpdate(2, "phone_number"))
+	p0.Partial, p0.End = true, canal.Position{File: "bin.000001", Pos: 100, GTIDSet: "0-1-2"}
+	p1 := txn("0-1-3", 0, userUpdate(2, "email"))
+	p1.Partial, p1.Piece, p1.End = true, 1, p0.End
+	last := txn("0-1-3", 700, userUpdate(3, "status"))
+	last.Piece = 2
+	for _, x := range []*canal.Txn{p0, p1, last} {
+		if err := l.Submit(context.Background(), x); err != nil {
+			t.Fatal(err)
+		}
+		st := <-applied
+		if x.Partial && len(f.saved) != 0 {
+			t.Fatalf("checkpoint moved inside a transaction: %v", f.saved)
+		}
+		_ = st
+	}
+	if len(f.saved) != 1 || f.saved[0].Pos != 700 {
+		t.Fatalf("saved = %v", f.saved)
+	}
+	byUser := map[string][]string{}
+	for _, m := range f.pubs {
+		ev, _ := notice.Decode(m.Data)
+		uc, err := ev.UserChanged()
+		if err != nil {
+			t.Fatal(err)
+		}
+		byUser[ev.Subject] = append(byUser[ev.Subject], strings.Join(uc.Columns, ","))
+	}
+	want := map[string][]string{"1": {"status"}, "2": {"email,phone_number"}, "3": {"status"}}
+	for u, cols := range want {
+		if !slices.Equal(byUser[u], cols) {
+			t.Fatalf("user %s notices %v, want %v (all: %v)", u, byUser[u], cols, byUser)
+		}
+	}
+}
+
+// Queue notices stored in the outbox by a run that died before publishing
+// them are published first on the next start.
+func TestOutboxReplayedAtStart(t *testing.T) {
+	f := newFakes()
+	left := notice.NewQueueChanged("dialsync/p", "dialsync", "left", time.Now(), notice.QueueChanged{UserID: 4, Source: notice.SourcePosition{Txn: "0-1-1#x"}})
+	f.outbox = []notice.Message{left}
+	applied := make(chan BatchStats, 1)
+	l := newTestLoop(t, f, applied)
+	runLoop(t, l)
+	if err := l.Submit(context.Background(), txn("0-1-2", 200)); err != nil {
+		t.Fatal(err)
+	}
+	<-applied
+	if len(f.pubs) == 0 || f.pubs[0].ID != left.ID {
+		t.Fatalf("outbox not published first: %v", f.pubs)
+	}
+	if len(f.outbox) != 0 {
+		t.Fatal("outbox not cleared")
+	}
+	// An empty (ignored-tables) transaction still moves the checkpoint.
+	if len(f.saved) != 1 || f.saved[0].Pos != 200 {
+		t.Fatalf("saved = %v", f.saved)
+	}
+}
+
+// Claims learned from the claims stream resolve requirement changes without
+// the lookup server, even after the claim was hard-deleted.
+func TestLearnedOwners(t *testing.T) {
+	f := newFakes()
+	applied := make(chan BatchStats, 10)
+	l := newTestLoop(t, f, applied)
+	runLoop(t, l)
+	del := canal.Change{Table: "claims", Op: canal.Delete, Before: canal.Row{int64(50), int64(5)}}
+	req := canal.Change{Table: "claim_requirements", Op: canal.Delete, Before: canal.Row{int64(1), int64(50)}}
+	if err := l.Submit(context.Background(), txn("0-1-1", 100, del)); err != nil {
+		t.Fatal(err)
+	}
+	<-applied
+	if err := l.Submit(context.Background(), txn("0-1-2", 200, req)); err != nil {
+		t.Fatal(err)
+	}
+	st := <-applied
+	if st.Unresolved != 0 || st.Users != 1 {
+		t.Fatalf("stats = %+v", st)
+	}
+	if slices.Contains(f.calls, "claims") {
+		t.Fatalf("looked up a claim the stream taught: %v", f.calls)
+	}
+}
+
+// A change the handlers reject halts the loop with the position; nothing
+// after it is applied.
+func TestPoisonHalts(t *testing.T) {
+	f := newFakes()
+	applied := make(chan BatchStats, 10)
+	l := newTestLoop(t, f, applied)
+	ctx := context.Background()
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	bad := canal.Change{Table: "users", Op: canal.Insert, After: canal.Row{"not-an-id"}}
+	if err := l.Submit(ctx, txn("0-1-4", 400, bad)); err != nil {
+		t.Fatal(err)
+	}
+	err := <-done
+	if !errors.Is(err, ErrPoison) || !strings.Contains(err.Error(), "bin.000001:400") {
+		t.Fatalf("err = %v", err)
+	}
+	if strings.Contains(err.Error(), "not-an-id") {
+		t.Fatalf("error leaks a row value: %v", err)
+	}
+	if len(f.saved) != 0 {
+		t.Fatalf("checkpoint moved past a poison row: %v", f.saved)
+	}
+}
