@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"fmt"
+	"strconv"
 
 	"dialsync/canal"
 )
@@ -101,7 +102,7 @@ func Handle(c *canal.Change, r *Result) error {
 	case canal.Delete:
 		before = c.Before
 	default:
-		return &RowError{Table: c.Table, Problem: "unknown operation " + c.Op.String()}
+		return &RowError{Table: c.Table, Problem: "unknown operation " + strconv.Itoa(int(c.Op))}
 	}
 	// An update without one of its images, or an insert/delete without its
 	// only image, would silently miss a user: treat it as poison.

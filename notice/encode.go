@@ -36,7 +36,13 @@ func NewUserChanged(source, subjectPrefix string, t time.Time, d UserChanged) Me
 	user := strconv.FormatUint(d.UserID, 10)
 	id := msgID(d.Source.Txn, "/user.changed/", user)
 
-	b := make([]byte, 0, 384+16*(len(d.Tables)+len(d.Columns)))
+	n := 340 + 3*len(user) + len(source) + len(id) + len(d.Source.File) + len(d.Source.GTID) + len(d.Source.Txn)
+	for _, ss := range [...][]string{d.Tables, d.Operations, d.Columns} {
+		for _, s := range ss {
+			n += len(s) + 3
+		}
+	}
+	b := make([]byte, 0, n) // one allocation unless strings need escaping
 	b = appendEnvelope(b, id, source, TypeUserChanged, user, t)
 	b = append(b, `{"user_id":`...)
 	b = append(b, user...)
@@ -66,7 +72,7 @@ func NewQueueChanged(source, subjectPrefix, kind string, t time.Time, d QueueCha
 	user := strconv.FormatUint(d.UserID, 10)
 	id := msgID(d.Source.Txn, "/queue."+kind+"/", user)
 
-	b := make([]byte, 0, 448)
+	b := make([]byte, 0, 400+len(source)+len(id)+len(d.Source.File)+len(d.Source.GTID)+len(d.Source.Txn))
 	b = appendEnvelope(b, id, source, "dialsync.queue."+kind, user, t)
 	b = append(b, `{"user_id":`...)
 	b = append(b, user...)

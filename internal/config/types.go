@@ -32,7 +32,7 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("expected a duration such as \"10s\", \"500ms\" or \"1h30m\", got %q", s)
+		return fmt.Errorf("expected a duration string such as \"10s\", \"500ms\" or \"1h30m\", got %q", s)
 	}
 	d.d = v
 	return nil

@@ -1,0 +1,59 @@
+package canal
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/go-mysql-org/go-mysql/mysql"
+)
+
+// ErrFatal marks errors that a retry cannot fix: the binlog position is gone
+// or invalid, the source is misconfigured (binlog off, not ROW, row image
+// not FULL, wrong flavor, our server_id), a tracked table or wanted column is
+// missing, or a row does not match the table's schema. An operator has to
+// act; Run returns such errors instead of retrying. Test with errors.Is.
+var ErrFatal = errors.New("fatal")
+
+// fatalf formats an error that wraps ErrFatal (and any %w operands).
+func fatalf(format string, args ...any) error {
+	return fmt.Errorf("%w: %w", ErrFatal, fmt.Errorf(format, args...))
+}
+
+// handlerError carries an error returned by the caller's handler, so that
+// Run hands it back instead of retrying: the handler owns its failures, and
+// retrying would hand the same transaction over again.
+type handlerError struct{ err error }
+
+func (e *handlerError) Error() string { return e.err.Error() }
+func (e *handlerError) Unwrap() error { return e.err }
+
+// Server errors on the binlog dump connection that no retry fixes.
+// MySQL and MariaDB report purged binlogs, positions past the end of a file,
+// missing GTID state and a replica with the same server_id all as 1236
+// (ER_MASTER_FATAL_ERROR_READING_BINLOG); see go-mysql issue #459.
+var fatalServerCodes = map[uint16]string{
+	mysql.ER_MASTER_FATAL_ERROR_READING_BINLOG: "the server cannot send the binlog from this position (purged, past the end of a file, unknown GTID, or a replica with the same server_id); reset the checkpoint and reconcile",
+	mysql.ER_MASTER_HAS_PURGED_REQUIRED_GTIDS:  "the server purged binlogs holding GTIDs we still need; reset the checkpoint and reconcile",
+}
+
+// classify marks server errors that a retry cannot fix as fatal.
+func classify(err error) error {
+	var my *mysql.MyError
+	if errors.As(err, &my) {
+		if hint, ok := fatalServerCodes[my.Code]; ok {
+			return fatalf("binlog stream: server error %d: %s: %w", my.Code, hint, err)
+		}
+	}
+	return err
+}
+
+// skippedStatements counts binlog statements go-mysql could not parse and
+// skipped (typically DDL its SQL parser does not know, such as CREATE
+// TRIGGER, or MariaDB-only syntax). Such a statement may have changed a
+// tracked table's schema without the schema cache noticing.
+var skippedStatements atomic.Uint64
+
+// SkippedStatements returns how many binlog statements were skipped because
+// go-mysql could not parse them, since the process started (for a metric).
+func SkippedStatements() uint64 { return skippedStatements.Load() }

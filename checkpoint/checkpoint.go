@@ -1,0 +1,302 @@
+// Package checkpoint stores each pipeline's binlog position in PostgreSQL
+// and elects the one instance allowed to move it.
+//
+// Tables (created by dialsync/internal/pgstore's migrations, which must have
+// run): checkpoints, checkpoint_history and leases in the configured schema.
+//
+// Fencing. An instance becomes leader by taking a session advisory lock
+// (AcquireLease) and then incrementing the pipeline's epoch in leases; it
+// hands that epoch to its Store with SetEpoch. Save writes only if, in the
+// same statement, the epoch in leases still equals the store's epoch (the
+// leases row is read FOR SHARE, so a concurrent takeover is either fully
+// before the save, which then fails, or waits until the save committed, and
+// the new leader loads the checkpoint after that). So a deposed leader that
+// was paused (GC, SIGSTOP, a network partition) and wakes up after another
+// instance took over gets ErrFenced and cannot move the checkpoint; no
+// timing assumptions are involved.
+package checkpoint
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"dialsync/canal"
+)
+
+// ErrFenced means another instance holds a newer epoch for the pipeline:
+// this instance was deposed and must stop writing.
+var ErrFenced = errors.New("checkpoint: fenced: another instance holds a newer epoch")
+
+// ErrNoHistoryEntry is returned by Rollback for an unknown history id.
+var ErrNoHistoryEntry = errors.New("checkpoint: no such history entry")
+
+// Checkpoint is a pipeline's stored position.
+type Checkpoint struct {
+	Pipeline string
+	Pos      canal.Position
+	// ServerUUID identifies the source server the position belongs to
+	// (server_uuid, or the MariaDB server_id as text); empty when unknown.
+	ServerUUID string
+	// Epoch is the leadership epoch of the last writer; 0 when written
+	// without a lease (bootstrap tools, operator Set before any lease).
+	Epoch     int64
+	UpdatedAt time.Time // UTC
+}
+
+// HistoryEntry is one recorded change of a checkpoint.
+type HistoryEntry struct {
+	ID       int64
+	Pipeline string
+	At       time.Time // UTC
+	Actor    string    // OS user of an operator, or "dialsync" for automatic changes
+	Reason   string
+	// Old is the checkpoint before the change; zero (IsZero) when there was
+	// none. New is the checkpoint after it; zero when it was removed (Reset).
+	Old, New canal.Position
+	Epoch    int64 // the checkpoint's epoch when the change was made
+}
+
+// Store reads and writes one pipeline's checkpoint. Safe for concurrent use.
+type Store struct {
+	pool     *pgxpool.Pool
+	pipeline string
+
+	epoch      atomic.Int64
+	serverUUID atomic.Pointer[string]
+
+	checkpoints, history, leases string // quoted table names
+}
+
+// NewStore returns the checkpoint store of pipeline in schema. Its epoch is
+// 0 until SetEpoch: such a store can Save only while no lease was ever
+// taken for the pipeline.
+func NewStore(pool *pgxpool.Pool, schema, pipeline string) *Store {
+	s := &Store{
+		pool:        pool,
+		pipeline:    pipeline,
+		checkpoints: pgx.Identifier{schema, "checkpoints"}.Sanitize(),
+		history:     pgx.Identifier{schema, "checkpoint_history"}.Sanitize(),
+		leases:      pgx.Identifier{schema, "leases"}.Sanitize(),
+	}
+	empty := ""
+	s.serverUUID.Store(&empty)
+	return s
+}
+
+// SetEpoch sets the leadership term this process holds (Lease.Epoch).
+func (s *Store) SetEpoch(epoch int64) { s.epoch.Store(epoch) }
+
+// SetServerUUID sets the source server identity stored with every Save and
+// Set, so a checkpoint taken on one server is recognisable on another.
+func (s *Store) SetServerUUID(id string) { s.serverUUID.Store(&id) }
+
+// Load returns the stored checkpoint; found is false when there is none.
+func (s *Store) Load(ctx context.Context) (cp Checkpoint, found bool, err error) {
+	var pos int64
+	err = s.pool.QueryRow(ctx, `SELECT gtid_set, file, pos, server_uuid, epoch, updated_at
+		FROM `+s.checkpoints+` WHERE pipeline = $1`, s.pipeline).
+		Scan(&cp.Pos.GTIDSet, &cp.Pos.File, &pos, &cp.ServerUUID, &cp.Epoch, &cp.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Checkpoint{}, false, nil
+	}
+	if err != nil {
+		return Checkpoint{}, false, fmt.Errorf("load checkpoint %q: %w", s.pipeline, err)
+	}
+	cp.Pipeline = s.pipeline
+	cp.Pos.Pos = uint32(pos)
+	cp.UpdatedAt = cp.UpdatedAt.UTC()
+	return cp, true, nil
+}
+
+// Save stores pos as the pipeline's checkpoint in one statement (one round
+// trip), fenced: it writes only while the epoch in leases equals this
+// store's epoch (no leases row counts as epoch 0), and never over a
+// checkpoint written with a newer epoch. Otherwise it writes nothing and
+// returns ErrFenced. Save does not compare positions: GTID sets of
+// different domains/servers have no general order, and the apply loop
+// only ever saves commit boundaries in binlog order.
+func (s *Store) Save(ctx context.Context, pos canal.Position) error {
+	epoch := s.epoch.Load()
+	tag, err := s.pool.Exec(ctx, `WITH lease AS (
+			SELECT epoch FROM `+s.leases+` WHERE pipeline = $1 FOR SHARE
+		)
+		INSERT INTO `+s.checkpoints+` AS c (pipeline, gtid_set, file, pos, server_uuid, epoch, updated_at)
+		SELECT $1::text, $2::text, $3::text, $4::bigint, $5::text, $6::bigint, now()
+		WHERE COALESCE((SELECT epoch FROM lease), 0) = $6::bigint
+		ON CONFLICT (pipeline) DO UPDATE SET
+			gtid_set = excluded.gtid_set, file = excluded.file, pos = excluded.pos,
+			server_uuid = excluded.server_uuid, epoch = excluded.epoch, updated_at = excluded.updated_at
+		WHERE c.epoch <= excluded.epoch`,
+		s.pipeline, pos.GTIDSet, pos.File, int64(pos.Pos), *s.serverUUID.Load(), epoch)
+	if err != nil {
+		return fmt.Errorf("save checkpoint %q @ %s: %w", s.pipeline, pos, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("save checkpoint %q @ %s with epoch %d: %w", s.pipeline, pos, epoch, ErrFenced)
+	}
+	return nil
+}
+
+// Set is an operator's (or an automatic recovery's) change of the
+// checkpoint: it writes pos and a history entry with the old and new
+// values, actor and reason, in one transaction. It is not fenced (an
+// operator overrides); callers refuse first while an instance holds the
+// lease (see Holder). The stored epoch is kept, so the running leader's
+// later saves are not blocked by it.
+func (s *Store) Set(ctx context.Context, pos canal.Position, actor, reason string) error {
+	if pos.IsZero() {
+		return fmt.Errorf("set checkpoint %q: empty position (use Reset to remove it)", s.pipeline)
+	}
+	if err := s.change(ctx, &pos, actor, reason); err != nil {
+		return fmt.Errorf("set checkpoint %q @ %s: %w", s.pipeline, pos, err)
+	}
+	return nil
+}
+
+// Reset removes the checkpoint (the next run bootstraps: records the
+// source's current position, reconciles, then streams) and records it in
+// the history.
+func (s *Store) Reset(ctx context.Context, actor, reason string) error {
+	if err := s.change(ctx, nil, actor, reason); err != nil {
+		return fmt.Errorf("reset checkpoint %q: %w", s.pipeline, err)
+	}
+	return nil
+}
+
+// change writes pos (nil: delete) and its history entry in one transaction.
+func (s *Store) change(ctx context.Context, pos *canal.Position, actor, reason string) error {
+	if actor == "" {
+		return errors.New("actor is required for the history")
+	}
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// FOR UPDATE: two operators changing at once get a consistent
+		// old -> new chain in the history.
+		var old struct {
+			gtid, file *string
+			pos        *int64
+			epoch      int64
+		}
+		err := tx.QueryRow(ctx, `SELECT gtid_set, file, pos, epoch FROM `+s.checkpoints+`
+			WHERE pipeline = $1 FOR UPDATE`, s.pipeline).Scan(&old.gtid, &old.file, &old.pos, &old.epoch)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("read current: %w", err)
+		}
+		var newGTID, newFile *string
+		var newPos *int64
+		if pos == nil {
+			if _, err := tx.Exec(ctx, `DELETE FROM `+s.checkpoints+` WHERE pipeline = $1`, s.pipeline); err != nil {
+				return fmt.Errorf("delete: %w", err)
+			}
+		} else {
+			p := int64(pos.Pos)
+			newGTID, newFile, newPos = &pos.GTIDSet, &pos.File, &p
+			// server_uuid: this store's when set, else keep the stored one.
+			_, err := tx.Exec(ctx, `INSERT INTO `+s.checkpoints+` AS c (pipeline, gtid_set, file, pos, server_uuid, epoch, updated_at)
+				VALUES ($1, $2, $3, $4, $5, $6, now())
+				ON CONFLICT (pipeline) DO UPDATE SET
+					gtid_set = excluded.gtid_set, file = excluded.file, pos = excluded.pos,
+					server_uuid = COALESCE(NULLIF(excluded.server_uuid, ''), c.server_uuid),
+					updated_at = excluded.updated_at`,
+				s.pipeline, pos.GTIDSet, pos.File, p, *s.serverUUID.Load(), old.epoch)
+			if err != nil {
+				return fmt.Errorf("write: %w", err)
+			}
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO `+s.history+`
+			(pipeline, actor, reason, old_gtid_set, old_file, old_pos, new_gtid_set, new_file, new_pos, epoch)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+			s.pipeline, actor, reason, old.gtid, old.file, old.pos, newGTID, newFile, newPos, old.epoch)
+		if err != nil {
+			return fmt.Errorf("write history: %w", err)
+		}
+		return nil
+	})
+}
+
+// History returns the pipeline's checkpoint changes, newest first, at most
+// limit (all when limit <= 0).
+func (s *Store) History(ctx context.Context, limit int) ([]HistoryEntry, error) {
+	if limit <= 0 {
+		limit = math.MaxInt32
+	}
+	rows, err := s.pool.Query(ctx, `SELECT id, at, actor, reason, old_gtid_set, old_file, old_pos,
+			new_gtid_set, new_file, new_pos, epoch
+		FROM `+s.history+` WHERE pipeline = $1 ORDER BY id DESC LIMIT $2`, s.pipeline, limit)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint history %q: %w", s.pipeline, err)
+	}
+	out, err := pgx.CollectRows(rows, s.scanHistory)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint history %q: %w", s.pipeline, err)
+	}
+	return out, nil
+}
+
+func (s *Store) scanHistory(r pgx.CollectableRow) (HistoryEntry, error) {
+	var h HistoryEntry
+	var og, of, ng, nf *string
+	var op, np *int64
+	if err := r.Scan(&h.ID, &h.At, &h.Actor, &h.Reason, &og, &of, &op, &ng, &nf, &np, &h.Epoch); err != nil {
+		return h, err
+	}
+	h.Pipeline = s.pipeline
+	h.At = h.At.UTC()
+	h.Old = position(og, of, op)
+	h.New = position(ng, nf, np)
+	return h, nil
+}
+
+func position(gtid, file *string, pos *int64) canal.Position {
+	var p canal.Position
+	if gtid != nil {
+		p.GTIDSet = *gtid
+	}
+	if file != nil {
+		p.File = *file
+	}
+	if pos != nil {
+		p.Pos = uint32(*pos)
+	}
+	return p
+}
+
+// Rollback sets the checkpoint to the NEW value recorded in history entry
+// historyID, that is, back to where that change put it (when that change
+// was a Reset, the checkpoint is removed again). To undo the latest change,
+// roll back to the entry before it. The rollback itself is recorded in the
+// history like any Set, with a reason naming the entry.
+func (s *Store) Rollback(ctx context.Context, historyID int64, actor, reason string) error {
+	rows, err := s.pool.Query(ctx, `SELECT id, at, actor, reason, old_gtid_set, old_file, old_pos,
+			new_gtid_set, new_file, new_pos, epoch
+		FROM `+s.history+` WHERE pipeline = $1 AND id = $2`, s.pipeline, historyID)
+	if err != nil {
+		return fmt.Errorf("rollback checkpoint %q to entry %d: %w", s.pipeline, historyID, err)
+	}
+	h, err := pgx.CollectExactlyOneRow(rows, s.scanHistory)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("rollback checkpoint %q to entry %d: %w", s.pipeline, historyID, ErrNoHistoryEntry)
+	}
+	if err != nil {
+		return fmt.Errorf("rollback checkpoint %q to entry %d: %w", s.pipeline, historyID, err)
+	}
+	why := fmt.Sprintf("rollback to history entry %d", historyID)
+	if reason != "" {
+		why += ": " + reason
+	}
+	if h.New.IsZero() {
+		err = s.change(ctx, nil, actor, why)
+	} else {
+		err = s.change(ctx, &h.New, actor, why)
+	}
+	if err != nil {
+		return fmt.Errorf("rollback checkpoint %q to entry %d: %w", s.pipeline, historyID, err)
+	}
+	return nil
+}

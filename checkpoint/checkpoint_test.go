@@ -1,0 +1,129 @@
+package checkpoint
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"dialsync/canal"
+	"dialsync/internal/pgstore"
+)
+
+func migrated(t testing.TB) (*pgxpool.Pool, string) {
+	t.Helper()
+	pool, connString := newDB(t)
+	if err := pgstore.Migrate(context.Background(), pool, "dialsync"); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	return pool, connString
+}
+
+func TestLoadSave(t *testing.T) {
+	t.Parallel()
+	pool, _ := migrated(t)
+	ctx := context.Background()
+	s := NewStore(pool, "dialsync", "main")
+	if _, found, err := s.Load(ctx); err != nil || found {
+		t.Fatalf("Load on empty = found %v, %v; want not found", found, err)
+	}
+	s.SetServerUUID("uuid-1")
+	p1 := canal.Position{File: "mysql-bin.000001", Pos: 1234, GTIDSet: "0-1-10"}
+	if err := s.Save(ctx, p1); err != nil {
+		t.Fatal(err)
+	}
+	p2 := canal.Position{File: "mysql-bin.000002", Pos: 4294967295, GTIDSet: "0-1-11"}
+	if err := s.Save(ctx, p2); err != nil {
+		t.Fatal(err)
+	}
+	cp, found, err := s.Load(ctx)
+	if err != nil || !found {
+		t.Fatalf("Load = %v, %v", found, err)
+	}
+	if cp.Pos != p2 || cp.ServerUUID != "uuid-1" || cp.Pipeline != "main" || cp.Epoch != 0 || cp.UpdatedAt.IsZero() {
+		t.Fatalf("Load = %+v; want %v from uuid-1", cp, p2)
+	}
+	// Pipelines are independent.
+	other := NewStore(pool, "dialsync", "other")
+	if _, found, _ := other.Load(ctx); found {
+		t.Fatal("other pipeline sees main's checkpoint")
+	}
+	// Saves write no history (they are the normal flow).
+	if h, err := s.History(ctx, 0); err != nil || len(h) != 0 {
+		t.Fatalf("History after saves = %v, %v; want empty", h, err)
+	}
+}
+
+func TestSetHistoryRollback(t *testing.T) {
+	t.Parallel()
+	pool, _ := migrated(t)
+	ctx := context.Background()
+	s := NewStore(pool, "dialsync", "main")
+	auto := canal.Position{File: "bin.000001", Pos: 100, GTIDSet: "0-1-1"}
+	if err := s.Save(ctx, auto); err != nil {
+		t.Fatal(err)
+	}
+	a := canal.Position{File: "bin.000002", Pos: 200, GTIDSet: "0-1-2"}
+	b := canal.Position{File: "bin.000003", Pos: 300}
+	if err := s.Set(ctx, a, "alice", "skip poison txn"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set(ctx, b, "bob", "jump"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set(ctx, canal.Position{}, "bob", ""); err == nil {
+		t.Error("Set accepted an empty position")
+	}
+	if err := s.Set(ctx, a, "", "no actor"); err == nil {
+		t.Error("Set accepted an empty actor")
+	}
+	h, err := s.History(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h) != 2 {
+		t.Fatalf("History has %d entries; want 2: %+v", len(h), h)
+	}
+	// Newest first, each with old and new.
+	if h[0].Actor != "bob" || h[0].Old != a || h[0].New != b || h[0].Reason != "jump" {
+		t.Errorf("entry 0 = %+v", h[0])
+	}
+	if h[1].Actor != "alice" || h[1].Old != auto || h[1].New != a || h[1].Reason != "skip poison txn" || h[1].At.IsZero() {
+		t.Errorf("entry 1 = %+v", h[1])
+	}
+	if h1, _ := s.History(ctx, 1); len(h1) != 1 || h1[0].ID != h[0].ID {
+		t.Errorf("History(1) = %+v", h1)
+	}
+
+	// Rollback to alice's entry restores the value it set (its NEW value).
+	if err := s.Rollback(ctx, h[1].ID, "carol", "undo bob"); err != nil {
+		t.Fatal(err)
+	}
+	if cp, _, _ := s.Load(ctx); cp.Pos != a {
+		t.Fatalf("after rollback checkpoint = %v; want %v", cp.Pos, a)
+	}
+	h, _ = s.History(ctx, 1)
+	if h[0].Actor != "carol" || h[0].Old != b || h[0].New != a || h[0].Reason == "" {
+		t.Errorf("rollback history entry = %+v", h[0])
+	}
+	if err := s.Rollback(ctx, 999999, "carol", ""); !errors.Is(err, ErrNoHistoryEntry) {
+		t.Errorf("Rollback to unknown entry: %v; want ErrNoHistoryEntry", err)
+	}
+	// Another pipeline's entries are not reachable.
+	if err := NewStore(pool, "dialsync", "other").Rollback(ctx, h[0].ID, "carol", ""); !errors.Is(err, ErrNoHistoryEntry) {
+		t.Errorf("Rollback across pipelines: %v; want ErrNoHistoryEntry", err)
+	}
+
+	// Reset removes the checkpoint and is recorded.
+	if err := s.Reset(ctx, "dave", "rebootstrap"); err != nil {
+		t.Fatal(err)
+	}
+	if _, found, _ := s.Load(ctx); found {
+		t.Fatal("checkpoint still there after Reset")
+	}
+	h, _ = s.History(ctx, 1)
+	if h[0].Old != a || !h[0].New.IsZero() {
+		t.Errorf("reset history entry = %+v", h[0])
+	}
+}

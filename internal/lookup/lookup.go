@@ -1,0 +1,641 @@
+// Package lookup answers the apply loop's questions on the lookup server:
+// which user owns a claim, which users an address belongs to, and the
+// queue rule (BRIEF section 4) for a batch or a range of users.
+//
+// The lookup server must be the server whose binlog dialsync reads (BRIEF
+// invariant 3); ServerUUID returns the identity a preflight compares.
+// Every connection is READ ONLY at the session level: this package cannot
+// write to the source even if the configured rule tries to.
+package lookup
+
+import (
+	"context"
+	"crypto/tls"
+	"database/sql"
+	sqldriver "database/sql/driver"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/url"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-mysql-org/go-mysql/client"
+	"github.com/go-mysql-org/go-mysql/driver"
+
+	"dialsync/internal/queue"
+)
+
+// UsersToken is replaced in the queue rule by a boolean predicate on the
+// user id column: "u.id IN (1,2,3)" for a batch, "u.id > 10 AND u.id <= 20"
+// for a range.
+const UsersToken = "{users}"
+
+// DefaultUserIDColumn is the SQL expression the {users} predicate
+// constrains when Config.UserIDColumn is empty.
+const DefaultUserIDColumn = "u.id"
+
+// DefaultQueueSQL is the shipped queue rule (config key rules.queue_sql).
+//
+// A user is queued iff the user is not soft-deleted, is_enabled = 1,
+// status = 'active', phone_number is non-empty (a NULL phone fails the
+// comparison, so it counts as empty), and at least one not-soft-deleted
+// claim whose status is not closed/rejected/paid has at least one PENDING
+// requirement.
+//
+// Contract for any replacement rule:
+//   - it contains {users} where a boolean predicate may stand; it is
+//     replaced by a predicate on the user id column (Config.UserIDColumn,
+//     default "u.id", so alias users as u or set that option). The
+//     predicate holds integer literals only.
+//   - it returns exactly the columns user_id, open_claims,
+//     pending_requirements, oldest_pending_at (any order; oldest_pending_at
+//     may be NULL), at most one row per user, and only users the predicate
+//     selects. A user without a row is not queued.
+//   - TIMESTAMP values are read in UTC (the session time_zone is +00:00);
+//     DATETIME values are taken as UTC.
+//   - it runs on a read-only session; it must not write.
+//
+// The joins follow the indexes of the demo schema: users by primary key,
+// claims by (user_id, status, deleted_at), requirements by (claim_id,
+// status, created_at), so the rule never reads a table row it discards.
+const DefaultQueueSQL = `SELECT u.id AS user_id,
+       COUNT(DISTINCT c.id) AS open_claims,
+       COUNT(*) AS pending_requirements,
+       MIN(r.created_at) AS oldest_pending_at
+FROM users AS u
+JOIN claims AS c
+  ON c.user_id = u.id
+ AND c.deleted_at IS NULL
+ AND c.status NOT IN ('closed', 'rejected', 'paid')
+JOIN claim_requirements AS r
+  ON r.claim_id = c.id
+ AND r.status = 'PENDING'
+WHERE {users}
+  AND u.deleted_at IS NULL
+  AND u.is_enabled = 1
+  AND u.status = 'active'
+  AND u.phone_number <> ''
+GROUP BY u.id`
+
+// queueColumns are the columns the rule must return, exactly.
+var queueColumns = []string{"user_id", "open_claims", "pending_requirements", "oldest_pending_at"}
+
+// BatchSize is the most ids one lookup query carries; bigger lists are
+// split. 5,000 ids keep a statement near 40 KB and the server's IN-list
+// handling (a sorted array, binary searched) fast.
+const BatchSize = 5000
+
+// Config says how to reach the lookup server and which rule to run.
+type Config struct {
+	Addr     string // host:port of the lookup server (the binlog server)
+	User     string
+	Password string
+	Database string // the Laravel schema
+	// TLS secures the connection; nil means plaintext. An empty ServerName
+	// is filled from Addr's host so certificates are verified.
+	TLS *tls.Config
+	// QueueSQL is the queue rule (rules.queue_sql); empty means
+	// DefaultQueueSQL. See DefaultQueueSQL for the contract.
+	QueueSQL string
+	// UserIDColumn is the expression the {users} predicate constrains;
+	// empty means DefaultUserIDColumn ("u.id").
+	UserIDColumn string
+	// MaxOpen caps open connections; zero means 4.
+	MaxOpen int
+}
+
+// Lookup runs point lookups and the queue rule on the lookup server. It is
+// safe for concurrent use.
+type Lookup struct {
+	db       *sql.DB
+	log      *slog.Logger
+	rule     string
+	idColumn string
+	tlsKey   string
+}
+
+// sessionSetup runs on every new connection. UTC makes TIMESTAMP values
+// come back as UTC text regardless of the server's zone; READ ONLY makes
+// any write (by a bad rule or a bug) fail instead of touching the source
+// (https://dev.mysql.com/doc/refman/8.0/en/set-transaction.html: the
+// session access mode also applies to autocommit statements).
+var sessionSetup = []string{"SET time_zone = '+00:00'", "SET SESSION TRANSACTION READ ONLY"}
+
+// Open connects, checks the server answers, and validates the queue rule by
+// running it for a user id that cannot exist (0): a syntax error, an
+// unknown column or a wrong result shape fails here, naming
+// rules.queue_sql, rather than at the first batch.
+func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Lookup, error) {
+	if cfg.Addr == "" || cfg.Database == "" {
+		return nil, errors.New("open lookup: addr and database are required")
+	}
+	rule := cfg.QueueSQL
+	if strings.TrimSpace(rule) == "" {
+		rule = DefaultQueueSQL
+	}
+	if !strings.Contains(rule, UsersToken) {
+		return nil, fmt.Errorf("open lookup: rules.queue_sql must contain %s (replaced by a predicate on the user id)", UsersToken)
+	}
+	idColumn := cfg.UserIDColumn
+	if idColumn == "" {
+		idColumn = DefaultUserIDColumn
+	}
+	params := url.Values{
+		"timeout":      {"10s"},
+		"readTimeout":  {"60s"}, // a half-open TCP connection must not hang the apply loop forever
+		"writeTimeout": {"30s"},
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	l := &Lookup{log: logger.With("component", "lookup"), rule: rule, idColumn: idColumn}
+	if cfg.TLS != nil {
+		tc := cfg.TLS.Clone()
+		if tc.ServerName == "" && !tc.InsecureSkipVerify {
+			host, _, err := net.SplitHostPort(cfg.Addr)
+			if err != nil {
+				return nil, fmt.Errorf("open lookup: addr %q: %w", cfg.Addr, err)
+			}
+			tc.ServerName = host
+		}
+		l.tlsKey = registerTLS(tc)
+		params.Set(tlsOption, l.tlsKey)
+	}
+	conn := sessionConnector{inner: driver.Connector{Addr: cfg.Addr, User: cfg.User, Password: cfg.Password, DB: cfg.Database, Params: params}}
+	l.db = sql.OpenDB(conn)
+	maxOpen := cfg.MaxOpen
+	if maxOpen <= 0 {
+		maxOpen = 4
+	}
+	l.db.SetMaxOpenConns(maxOpen)
+	l.db.SetMaxIdleConns(maxOpen)
+	l.db.SetConnMaxIdleTime(5 * time.Minute)
+
+	if err := l.db.PingContext(ctx); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("open lookup: connect %s: %w", cfg.Addr, err)
+	}
+	if err := l.validateRule(ctx); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("open lookup: %w", err)
+	}
+	l.log.Info("lookup server ready", "addr", cfg.Addr, "database", cfg.Database, "tls", cfg.TLS != nil,
+		"default_rule", rule == DefaultQueueSQL)
+	return l, nil
+}
+
+// Close closes the connections.
+func (l *Lookup) Close() error {
+	if l.tlsKey != "" {
+		tlsConfigs.Delete(l.tlsKey)
+	}
+	if err := l.db.Close(); err != nil {
+		return fmt.Errorf("close lookup: %w", err)
+	}
+	return nil
+}
+
+func (l *Lookup) validateRule(ctx context.Context) error {
+	rows, err := l.db.QueryContext(ctx, l.render(l.inPredicate([]uint64{0})))
+	if err != nil {
+		return fmt.Errorf("rules.queue_sql does not run: %w", err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return fmt.Errorf("rules.queue_sql: read columns: %w", err)
+	}
+	if _, err := columnIndex(cols); err != nil {
+		return err
+	}
+	for rows.Next() { // drain: id 0 matches no user, but a broken rule may still return rows
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("rules.queue_sql does not run: %w", err)
+	}
+	return nil
+}
+
+// columnIndex maps the rule's result columns to the order of queueColumns,
+// failing with the missing and unexpected names.
+func columnIndex(cols []string) ([4]int, error) {
+	var idx [4]int
+	var missing, extra []string
+	seen := map[string]bool{}
+	for _, want := range queueColumns {
+		i := slices.Index(cols, want)
+		if i < 0 {
+			missing = append(missing, want)
+			continue
+		}
+		idx[slices.Index(queueColumns, want)] = i
+	}
+	for _, c := range cols {
+		if seen[c] || !slices.Contains(queueColumns, c) {
+			extra = append(extra, c)
+		}
+		seen[c] = true
+	}
+	if len(missing) > 0 || len(extra) > 0 {
+		return idx, fmt.Errorf("rules.queue_sql must return exactly the columns %s; it returns [%s] (missing: [%s], unexpected: [%s])",
+			strings.Join(queueColumns, ", "), strings.Join(cols, ", "), strings.Join(missing, ", "), strings.Join(extra, ", "))
+	}
+	return idx, nil
+}
+
+func (l *Lookup) render(predicate string) string {
+	return strings.ReplaceAll(l.rule, UsersToken, "("+predicate+")")
+}
+
+func (l *Lookup) inPredicate(ids []uint64) string {
+	return l.idColumn + " IN (" + idList(ids) + ")"
+}
+
+// ClaimOwners returns the current user_id of each claim that exists
+// (soft-deleted claims included: they still belong to their user).
+func (l *Lookup) ClaimOwners(ctx context.Context, claimIDs []uint64) (map[uint64]uint64, error) {
+	out := make(map[uint64]uint64, len(claimIDs))
+	for _, batch := range batches(claimIDs) {
+		err := l.pairs(ctx, "SELECT id, user_id FROM claims WHERE id IN ("+idList(batch)+")", func(claim, user uint64) {
+			out[claim] = user
+		})
+		if err != nil {
+			return nil, fmt.Errorf("lookup claim owners: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// AddressUsers returns, per address id, the address's own user_id and every
+// user (soft-deleted or not) whose current_user_address_id is that address,
+// sorted and distinct. An address that no longer exists still maps to the
+// users pointing at it; an id nobody refers to is absent.
+func (l *Lookup) AddressUsers(ctx context.Context, addressIDs []uint64) (map[uint64][]uint64, error) {
+	out := make(map[uint64][]uint64, len(addressIDs))
+	for _, batch := range batches(addressIDs) {
+		in := idList(batch)
+		err := l.pairs(ctx, "SELECT id, user_id FROM user_addresses WHERE id IN ("+in+
+			") UNION ALL SELECT current_user_address_id, id FROM users WHERE current_user_address_id IN ("+in+")",
+			func(addr, user uint64) {
+				if !slices.Contains(out[addr], user) {
+					out[addr] = append(out[addr], user)
+				}
+			})
+		if err != nil {
+			return nil, fmt.Errorf("lookup address users: %w", err)
+		}
+	}
+	for _, users := range out {
+		slices.Sort(users)
+	}
+	return out, nil
+}
+
+// pairs runs a query returning two unsigned integer columns.
+func (l *Lookup) pairs(ctx context.Context, q string, fn func(a, b uint64)) error {
+	rows, err := l.db.QueryContext(ctx, q)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var a, b uint64
+		if err := rows.Scan(&a, &b); err != nil {
+			return err
+		}
+		fn(a, b)
+	}
+	return rows.Err()
+}
+
+// QueueRows evaluates the queue rule for these users (duplicates ignored),
+// BatchSize ids per query, and returns their rows sorted by user id. A
+// user absent from the result is not queued.
+func (l *Lookup) QueueRows(ctx context.Context, userIDs []uint64) ([]queue.Row, error) {
+	ids := slices.Clone(userIDs)
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	var out []queue.Row
+	for _, batch := range batches(ids) {
+		start := time.Now()
+		rows, err := l.evaluate(ctx, l.inPredicate(batch), func(u uint64) bool {
+			_, found := slices.BinarySearch(batch, u)
+			return found
+		})
+		if err != nil {
+			return nil, fmt.Errorf("evaluate queue rule for %d users: %w", len(batch), err)
+		}
+		l.log.Debug("queue rule evaluated", "users", len(batch), "queued", len(rows), "took", time.Since(start))
+		out = append(out, rows...)
+	}
+	sortRows(out)
+	return out, nil
+}
+
+// QueueRowsRange evaluates the rule for the next chunk of users in id
+// order: those with id in (afterID, X], where X (returned as lastID) is the
+// limit-th users.id after afterID, or the highest one. Keyset pagination:
+// call again with afterID = lastID until done. done is true when this
+// chunk reached the end of the users table (then lastID may equal afterID
+// and rows be empty). Users inserted behind the cursor during a pass are
+// missed by that pass; the binlog covers them.
+func (l *Lookup) QueueRowsRange(ctx context.Context, afterID uint64, limit int) (rows []queue.Row, lastID uint64, done bool, err error) {
+	if limit <= 0 {
+		return nil, afterID, false, fmt.Errorf("queue rule range: limit %d must be positive", limit)
+	}
+	var n int
+	// Index-only walk of the primary key: cheap even for 10,000 ids.
+	q := fmt.Sprintf("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM (SELECT id FROM users WHERE id > %d ORDER BY id LIMIT %d) AS chunk", afterID, limit)
+	if err := l.db.QueryRowContext(ctx, q).Scan(&n, &lastID); err != nil {
+		return nil, afterID, false, fmt.Errorf("queue rule range after user %d: find chunk end: %w", afterID, err)
+	}
+	if n == 0 {
+		return nil, afterID, true, nil
+	}
+	pred := fmt.Sprintf("%s > %d AND %s <= %d", l.idColumn, afterID, l.idColumn, lastID)
+	rows, err = l.evaluate(ctx, pred, func(u uint64) bool { return u > afterID && u <= lastID })
+	if err != nil {
+		return nil, afterID, false, fmt.Errorf("evaluate queue rule for users (%d, %d]: %w", afterID, lastID, err)
+	}
+	sortRows(rows)
+	return rows, lastID, n < limit, nil
+}
+
+// evaluate runs the rule with predicate and checks its answer: the right
+// columns, one row per user, and only users the predicate selects (a rule
+// that ignores {users} would otherwise queue strangers).
+func (l *Lookup) evaluate(ctx context.Context, predicate string, asked func(uint64) bool) ([]queue.Row, error) {
+	rs, err := l.db.QueryContext(ctx, l.render(predicate))
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	cols, err := rs.Columns()
+	if err != nil {
+		return nil, err
+	}
+	idx, err := columnIndex(cols)
+	if err != nil {
+		return nil, err
+	}
+	vals := make([]any, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	var out []queue.Row
+	seen := map[uint64]bool{}
+	for rs.Next() {
+		if err := rs.Scan(ptrs...); err != nil {
+			return nil, err
+		}
+		row, err := parseRow(vals, idx)
+		if err != nil {
+			return nil, fmt.Errorf("rules.queue_sql: %w", err)
+		}
+		if !asked(row.UserID) {
+			return nil, fmt.Errorf("rules.queue_sql returned user %d, which the %s predicate excludes (is {users} applied to every branch?)", row.UserID, UsersToken)
+		}
+		if seen[row.UserID] {
+			return nil, fmt.Errorf("rules.queue_sql returned user %d twice (GROUP BY the user id)", row.UserID)
+		}
+		seen[row.UserID] = true
+		out = append(out, row)
+	}
+	return out, rs.Err()
+}
+
+func parseRow(vals []any, idx [4]int) (queue.Row, error) {
+	var r queue.Row
+	var err error
+	if r.UserID, err = toUint(vals[idx[0]]); err != nil {
+		return r, fmt.Errorf("user_id: %w", err)
+	}
+	if r.OpenClaims, err = toInt(vals[idx[1]]); err != nil {
+		return r, fmt.Errorf("open_claims of user %d: %w", r.UserID, err)
+	}
+	if r.PendingRequirements, err = toInt(vals[idx[2]]); err != nil {
+		return r, fmt.Errorf("pending_requirements of user %d: %w", r.UserID, err)
+	}
+	if r.OldestPendingAt, err = toTime(vals[idx[3]]); err != nil {
+		return r, fmt.Errorf("oldest_pending_at of user %d: %w", r.UserID, err)
+	}
+	return r, nil
+}
+
+// The go-mysql text protocol yields int64/uint64 for integer columns,
+// float64 for FLOAT/DOUBLE, and []byte for everything else (DECIMAL from
+// SUM, dates, strings); see mysql/rowdata.go ParseText.
+func toUint(v any) (uint64, error) {
+	switch x := v.(type) {
+	case uint64:
+		return x, nil
+	case int64:
+		if x < 0 {
+			return 0, fmt.Errorf("negative value %d", x)
+		}
+		return uint64(x), nil
+	case []byte:
+		return strconv.ParseUint(string(x), 10, 64)
+	case string:
+		return strconv.ParseUint(x, 10, 64)
+	case nil:
+		return 0, errors.New("is NULL")
+	}
+	return 0, fmt.Errorf("unsupported type %T", v)
+}
+
+func toInt(v any) (int64, error) {
+	switch x := v.(type) {
+	case int64:
+		return x, nil
+	case uint64:
+		if x > 1<<63-1 {
+			return 0, fmt.Errorf("value %d out of range", x)
+		}
+		return int64(x), nil
+	case float64:
+		return int64(x), nil
+	case []byte:
+		return parseIntText(string(x))
+	case string:
+		return parseIntText(x)
+	case nil:
+		return 0, nil // a rule may give NULL counts (e.g. SUM over nothing): zero
+	}
+	return 0, fmt.Errorf("unsupported type %T", v)
+}
+
+// parseIntText accepts "3" and the DECIMAL "3.00" a SUM may give.
+func parseIntText(s string) (int64, error) {
+	if i, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return i, nil
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f != math.Trunc(f) {
+		return 0, fmt.Errorf("not an integer: %q", s)
+	}
+	return int64(f), nil
+}
+
+// timeLayouts: MySQL renders DATETIME/TIMESTAMP as "YYYY-MM-DD hh:mm:ss"
+// with up to 6 fractional digits, and DATE as "YYYY-MM-DD".
+var timeLayouts = []string{"2006-01-02 15:04:05.999999", "2006-01-02"}
+
+func toTime(v any) (*time.Time, error) {
+	var s string
+	switch x := v.(type) {
+	case nil:
+		return nil, nil
+	case time.Time:
+		t := x.UTC()
+		return &t, nil
+	case []byte:
+		s = string(x)
+	case string:
+		s = x
+	default:
+		return nil, fmt.Errorf("unsupported type %T", v)
+	}
+	if strings.HasPrefix(s, "0000-00-00") {
+		return nil, nil // MySQL's zero date means "no time"
+	}
+	for _, layout := range timeLayouts {
+		if t, err := time.ParseInLocation(layout, s, time.UTC); err == nil {
+			return &t, nil
+		}
+	}
+	return nil, fmt.Errorf("cannot parse time %q", s)
+}
+
+func sortRows(rows []queue.Row) {
+	sort.Slice(rows, func(i, j int) bool { return rows[i].UserID < rows[j].UserID })
+}
+
+func batches(ids []uint64) [][]uint64 {
+	var out [][]uint64
+	for len(ids) > 0 {
+		n := min(len(ids), BatchSize)
+		out = append(out, ids[:n])
+		ids = ids[n:]
+	}
+	return out
+}
+
+func idList(ids []uint64) string {
+	b := make([]byte, 0, len(ids)*8)
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendUint(b, id, 10)
+	}
+	return string(b)
+}
+
+// IdentitySQL lists the server variables that identify a server. It needs no
+// privilege and works on MySQL and MariaDB, so a preflight can run it on the
+// binlog connection too (canal.Execute) and compare with Identity.
+const IdentitySQL = "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('server_uuid', 'server_id', 'hostname', 'port')"
+
+// Identity renders IdentitySQL's rows (variable name -> value). MySQL has a
+// server_uuid unique to each server (a replica has its own), so it alone is
+// the identity. MariaDB has none; there server_id (which replication
+// requires to be unique within a topology) plus hostname and port identify
+// the server (gtid_domain_id would not help: a primary and its replicas
+// usually share domain 0). Two connections reach the same server iff their
+// identities are equal.
+func Identity(vars map[string]string) string {
+	if u := vars["server_uuid"]; u != "" {
+		return "server_uuid=" + u
+	}
+	return "server_id=" + vars["server_id"] + ";hostname=" + vars["hostname"] + ";port=" + vars["port"]
+}
+
+// ServerUUID returns the lookup server's identity (see Identity): compare
+// it with the binlog connection's to prove they are the same server.
+func (l *Lookup) ServerUUID(ctx context.Context) (string, error) {
+	rows, err := l.db.QueryContext(ctx, IdentitySQL)
+	if err != nil {
+		return "", fmt.Errorf("lookup server identity: %w", err)
+	}
+	defer rows.Close()
+	vars := map[string]string{}
+	for rows.Next() {
+		var name, value string
+		if err := rows.Scan(&name, &value); err != nil {
+			return "", fmt.Errorf("lookup server identity: %w", err)
+		}
+		vars[strings.ToLower(name)] = value
+	}
+	if err := rows.Err(); err != nil {
+		return "", fmt.Errorf("lookup server identity: %w", err)
+	}
+	if vars["server_uuid"] == "" && vars["server_id"] == "" {
+		return "", errors.New("lookup server identity: neither server_uuid nor server_id is visible")
+	}
+	return Identity(vars), nil
+}
+
+// sessionConnector wraps the go-mysql connector to prepare each new
+// session (sessionSetup) before database/sql hands it out.
+type sessionConnector struct{ inner driver.Connector }
+
+func (c sessionConnector) Connect(ctx context.Context) (sqldriver.Conn, error) {
+	conn, err := c.inner.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ex, ok := conn.(sqldriver.ExecerContext)
+	if !ok {
+		conn.Close()
+		return nil, errors.New("lookup: driver connection cannot execute statements")
+	}
+	for _, q := range sessionSetup {
+		if _, err := ex.ExecContext(ctx, q, nil); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("prepare session (%s): %w", q, err)
+		}
+	}
+	return conn, nil
+}
+
+func (c sessionConnector) Driver() sqldriver.Driver { return c.inner.Driver() }
+
+// The go-mysql driver only takes TLS settings through DSN options (its
+// "tls=custom" needs PEM bytes, not a *tls.Config), so a private option
+// carries a key into this registry. driver.SetDSNOptions writes a global
+// map without a lock, hence once, at init, before any connection.
+const tlsOption = "dialsync_tls"
+
+var (
+	tlsConfigs sync.Map // key -> *tls.Config
+	tlsSeq     atomic.Uint64
+)
+
+func init() {
+	driver.SetDSNOptions(map[string]driver.DriverOption{
+		tlsOption: func(c *client.Conn, key string) error {
+			cfg, ok := tlsConfigs.Load(key)
+			if !ok {
+				return fmt.Errorf("lookup: no TLS config registered under %q", key)
+			}
+			c.SetTLSConfig(cfg.(*tls.Config))
+			return nil
+		},
+	})
+}
+
+func registerTLS(cfg *tls.Config) string {
+	key := "lookup-" + strconv.FormatUint(tlsSeq.Add(1), 10)
+	tlsConfigs.Store(key, cfg)
+	return key
+}
