@@ -28,6 +28,10 @@ import (
 // the pieces of one transaction, a restart hands that transaction over again
 // from piece 0: the apply side's effects must be idempotent.
 //
+// Txn.End carries both file/pos and the GTID set. For MariaDB the set is
+// known from the first transaction even when starting by file/pos (seeded
+// with BINLOG_GTID_POS); for MySQL started by file/pos it stays empty.
+//
 // Stream returns nil when ctx is cancelled. Errors that a retry cannot fix
 // wrap ErrFatal; an error returned by h is returned (wrapped) as is; any
 // other error (a lost connection, for example) is transient.

@@ -291,6 +291,37 @@ func TestResumeFromEnd(t *testing.T) {
 	}
 }
 
+// A zero Position starts at the oldest binlog, and End.GTIDSet is tracked
+// from the first transaction although the start was by file/pos.
+func TestStartFromOldestBinlog(t *testing.T) {
+	f := newFixture(t, testenv.SharedMariaDB(t))
+	s := startStream(t, f.cfg, Position{}, false)
+	txn := s.next(t)
+	if txn.End.File != "mysql-bin.000001" || txn.GTID != "0-1000-1" || txn.End.GTIDSet != "0-1000-1" {
+		t.Fatalf("first transaction: GTID %q End %s; want 0-1000-1 in mysql-bin.000001", txn.GTID, txn.End)
+	}
+}
+
+// DDL on a tracked table while streaming: column positions are re-resolved,
+// so a column added in front does not shift the values.
+func TestSchemaChangeIsFollowed(t *testing.T) {
+	f := newFixture(t, testenv.SharedMariaDB(t))
+	s := startStream(t, f.cfg, f.head(t), false)
+	f.exec(t, `INSERT INTO DB.users (id, email) VALUES (1, 'a@x.test')`,
+		`ALTER TABLE DB.users ADD COLUMN nick VARCHAR(10) NULL FIRST`,
+		`UPDATE DB.users SET email = 'b@x.test', nick = 'n' WHERE id = 1`)
+	if txn := s.next(t); txn.Changes[0].After[2] != "a@x.test" {
+		t.Fatalf("before DDL: %v", txn.Changes)
+	}
+	if ddl := s.next(t); len(ddl.Changes) != 0 || ddl.GTID == "" {
+		t.Fatalf("DDL transaction: %d changes, GTID %q", len(ddl.Changes), ddl.GTID)
+	}
+	c := s.next(t).Changes[0]
+	if c.After[0] != int64(1) || c.Before[2] != "a@x.test" || c.After[2] != "b@x.test" || strings.Join(c.Changed, ",") != "nick,email" {
+		t.Fatalf("after DDL: %+v", c)
+	}
+}
+
 func TestLargeTransactionInPieces(t *testing.T) {
 	f := newFixture(t, testenv.SharedMariaDB(t))
 	f.cfg.MaxTxnBytes = 256 << 10

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"dialsync/canal"
@@ -71,7 +72,7 @@ type Store struct {
 	epoch      atomic.Int64
 	serverUUID atomic.Pointer[string]
 
-	checkpoints, history, leases string // quoted table names
+	checkpoints, history, leases, owners string // quoted table names
 }
 
 // NewStore returns the checkpoint store of pipeline in schema. Its epoch is
@@ -84,6 +85,7 @@ func NewStore(pool *pgxpool.Pool, schema, pipeline string) *Store {
 		checkpoints: pgx.Identifier{schema, "checkpoints"}.Sanitize(),
 		history:     pgx.Identifier{schema, "checkpoint_history"}.Sanitize(),
 		leases:      pgx.Identifier{schema, "leases"}.Sanitize(),
+		owners:      pgx.Identifier{schema, "claim_owners"}.Sanitize(),
 	}
 	empty := ""
 	s.serverUUID.Store(&empty)
@@ -122,9 +124,16 @@ func (s *Store) Load(ctx context.Context) (cp Checkpoint, found bool, err error)
 // returns ErrFenced. Save does not compare positions: GTID sets of
 // different domains/servers have no general order, and the apply loop
 // only ever saves commit boundaries in binlog order.
-func (s *Store) Save(ctx context.Context, pos canal.Position) error {
+//
+// owners are claim -> user mappings learned since the previous Save; they are
+// written in the same transaction as the checkpoint, so the stored map is
+// always the map as of the stored position (see Owners).
+func (s *Store) Save(ctx context.Context, pos canal.Position, owners map[uint64]uint64) error {
 	epoch := s.epoch.Load()
-	tag, err := s.pool.Exec(ctx, `WITH lease AS (
+	save := func(ctx context.Context, db interface {
+		Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+	}) error {
+		tag, err := db.Exec(ctx, `WITH lease AS (
 			SELECT epoch FROM `+s.leases+` WHERE pipeline = $1 FOR SHARE
 		)
 		INSERT INTO `+s.checkpoints+` AS c (pipeline, gtid_set, file, pos, server_uuid, epoch, updated_at)
@@ -134,14 +143,53 @@ func (s *Store) Save(ctx context.Context, pos canal.Position) error {
 			gtid_set = excluded.gtid_set, file = excluded.file, pos = excluded.pos,
 			server_uuid = excluded.server_uuid, epoch = excluded.epoch, updated_at = excluded.updated_at
 		WHERE c.epoch <= excluded.epoch`,
-		s.pipeline, pos.GTIDSet, pos.File, int64(pos.Pos), *s.serverUUID.Load(), epoch)
+			s.pipeline, pos.GTIDSet, pos.File, int64(pos.Pos), *s.serverUUID.Load(), epoch)
+		if err != nil {
+			return fmt.Errorf("save checkpoint %q @ %s: %w", s.pipeline, pos, err)
+		}
+		if tag.RowsAffected() == 0 {
+			return fmt.Errorf("save checkpoint %q @ %s with epoch %d: %w", s.pipeline, pos, epoch, ErrFenced)
+		}
+		return nil
+	}
+	if len(owners) == 0 {
+		return save(ctx, s.pool)
+	}
+	claims := make([]int64, 0, len(owners))
+	users := make([]int64, 0, len(owners))
+	for c, u := range owners {
+		claims = append(claims, int64(c))
+		users = append(users, int64(u))
+	}
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO `+s.owners+` (pipeline, claim_id, user_id)
+			SELECT $1, c, u FROM unnest($2::bigint[], $3::bigint[]) AS t(c, u)
+			ON CONFLICT (pipeline, claim_id) DO UPDATE SET user_id = excluded.user_id`,
+			s.pipeline, claims, users); err != nil {
+			return fmt.Errorf("save claim owners @ %s: %w", pos, err)
+		}
+		return save(ctx, tx)
+	})
+}
+
+// Owners returns the claim -> user map stored with the checkpoint (empty
+// when none was stored, or after an operator moved the checkpoint).
+func (s *Store) Owners(ctx context.Context) (map[uint64]uint64, error) {
+	rows, err := s.pool.Query(ctx, `SELECT claim_id, user_id FROM `+s.owners+` WHERE pipeline = $1`, s.pipeline)
 	if err != nil {
-		return fmt.Errorf("save checkpoint %q @ %s: %w", s.pipeline, pos, err)
+		return nil, fmt.Errorf("load claim owners %q: %w", s.pipeline, err)
 	}
-	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("save checkpoint %q @ %s with epoch %d: %w", s.pipeline, pos, epoch, ErrFenced)
+	defer rows.Close()
+	m := make(map[uint64]uint64)
+	var c, u int64
+	_, err = pgx.ForEachRow(rows, []any{&c, &u}, func() error {
+		m[uint64(c)] = uint64(u)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load claim owners %q: %w", s.pipeline, err)
 	}
-	return nil
+	return m, nil
 }
 
 // Set is an operator's (or an automatic recovery's) change of the
@@ -208,6 +256,11 @@ func (s *Store) change(ctx context.Context, pos *canal.Position, actor, reason s
 			if err != nil {
 				return fmt.Errorf("write: %w", err)
 			}
+		}
+		// The stored claim map belongs to the old position; drop it so the
+		// next run rebuilds it from the lookup server.
+		if _, err := tx.Exec(ctx, `DELETE FROM `+s.owners+` WHERE pipeline = $1`, s.pipeline); err != nil {
+			return fmt.Errorf("drop claim owners: %w", err)
 		}
 		_, err = tx.Exec(ctx, `INSERT INTO `+s.history+`
 			(pipeline, actor, reason, old_gtid_set, old_file, old_pos, new_gtid_set, new_file, new_pos, epoch)

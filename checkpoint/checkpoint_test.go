@@ -30,11 +30,11 @@ func TestLoadSave(t *testing.T) {
 	}
 	s.SetServerUUID("uuid-1")
 	p1 := canal.Position{File: "mysql-bin.000001", Pos: 1234, GTIDSet: "0-1-10"}
-	if err := s.Save(ctx, p1); err != nil {
+	if err := s.Save(ctx, p1, nil); err != nil {
 		t.Fatal(err)
 	}
 	p2 := canal.Position{File: "mysql-bin.000002", Pos: 4294967295, GTIDSet: "0-1-11"}
-	if err := s.Save(ctx, p2); err != nil {
+	if err := s.Save(ctx, p2, nil); err != nil {
 		t.Fatal(err)
 	}
 	cp, found, err := s.Load(ctx)
@@ -61,7 +61,7 @@ func TestSetHistoryRollback(t *testing.T) {
 	ctx := context.Background()
 	s := NewStore(pool, "dialsync", "main")
 	auto := canal.Position{File: "bin.000001", Pos: 100, GTIDSet: "0-1-1"}
-	if err := s.Save(ctx, auto); err != nil {
+	if err := s.Save(ctx, auto, nil); err != nil {
 		t.Fatal(err)
 	}
 	a := canal.Position{File: "bin.000002", Pos: 200, GTIDSet: "0-1-2"}
@@ -125,5 +125,54 @@ func TestSetHistoryRollback(t *testing.T) {
 	h, _ = s.History(ctx, 1)
 	if h[0].Old != a || !h[0].New.IsZero() {
 		t.Errorf("reset history entry = %+v", h[0])
+	}
+}
+
+// The claim map is stored with the checkpoint, in the same transaction: a
+// fenced save stores neither, and an operator's change drops the map (it
+// belongs to the old position).
+func TestOwnersSavedWithCheckpoint(t *testing.T) {
+	t.Parallel()
+	pool, _ := migrated(t)
+	ctx := context.Background()
+	s := NewStore(pool, "dialsync", "main")
+	if err := s.Save(ctx, canal.Position{File: "b.000001", Pos: 10}, map[uint64]uint64{1: 100, 2: 200}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(ctx, canal.Position{File: "b.000001", Pos: 20}, map[uint64]uint64{2: 201, 3: 300}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Owners(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[uint64]uint64{1: 100, 2: 201, 3: 300}
+	if len(got) != len(want) {
+		t.Fatalf("owners = %v, want %v", got, want)
+	}
+	for c, u := range want {
+		if got[c] != u {
+			t.Fatalf("owners = %v, want %v", got, want)
+		}
+	}
+	other := NewStore(pool, "dialsync", "other")
+	if m, _ := other.Owners(ctx); len(m) != 0 {
+		t.Fatalf("another pipeline sees owners %v", m)
+	}
+	// Fenced: a newer epoch exists, the map must not move either.
+	if _, err := pool.Exec(ctx, `INSERT INTO dialsync.leases (pipeline, epoch, holder, acquired_at) VALUES ('main', 5, 'x', now())`); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(ctx, canal.Position{File: "b.000001", Pos: 30}, map[uint64]uint64{1: 999}); !errors.Is(err, ErrFenced) {
+		t.Fatalf("Save = %v, want ErrFenced", err)
+	}
+	if m, _ := s.Owners(ctx); m[1] != 100 {
+		t.Fatalf("fenced save changed the map: %v", m)
+	}
+	if err := s.Set(ctx, canal.Position{File: "b.000002", Pos: 4}, "op", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := s.Owners(ctx); len(m) != 0 {
+		t.Fatalf("Set kept the old map: %v", m)
 	}
 }

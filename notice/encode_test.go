@@ -247,3 +247,44 @@ func BenchmarkEncodingJSONUserChanged(b *testing.B) {
 		_ = reference(b, "0-1-987654/user.changed/123456", "dialsync/main", TypeUserChanged, "123456", tm, d)
 	}
 }
+
+// FuzzEncodingMatchesEncodingJSON checks the hand-written encoders against
+// encoding/json for arbitrary strings (go test -fuzz=FuzzEncoding ./notice).
+func FuzzEncodingMatchesEncodingJSON(f *testing.F) {
+	for _, s := range awkward {
+		f.Add(s, s, s, uint64(len(s)), int64(len(s))-3)
+	}
+	f.Fuzz(func(t *testing.T, table, source, txn string, user uint64, n int64) {
+		tm := time.Unix(int64(user%4102444800), n%1e9).UTC()
+		d := UserChanged{UserID: user, Tables: []string{table}, Operations: []string{"update"}, Columns: []string{table, txn},
+			Source: SourcePosition{File: table, Pos: uint32(user), GTID: txn, Txn: txn}}
+		m := NewUserChanged(source, "p", tm, d)
+		if want := reference(t, m.ID, source, TypeUserChanged, strings.TrimPrefix(m.Subject, "p.user."), tm, d); !bytes.Equal(m.Data, want) {
+			t.Fatalf("user.changed:\n got %s\nwant %s", m.Data, want)
+		}
+		q := QueueChanged{UserID: user, OpenClaims: n, PendingRequirements: -n, OldestPendingAt: &tm, Source: d.Source}
+		m = NewQueueChanged(source, "p", KindUpdated, tm, q)
+		if want := reference(t, m.ID, source, TypeQueueUpdated, strings.TrimPrefix(m.Subject, "p.queue."), tm, q); !bytes.Equal(m.Data, want) {
+			t.Fatalf("queue.updated:\n got %s\nwant %s", m.Data, want)
+		}
+		if strings.ContainsAny(m.ID, " \t\r\n") {
+			t.Fatalf("id %q not header-safe", m.ID)
+		}
+	})
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(`{"specversion":"1.0","id":"a","type":"dialsync.user.changed","data":{"user_id":1}}`))
+	f.Add([]byte(`{"specversion":"1.0","id":"a","type":"dialsync.queue.left","data":null}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		e, err := Decode(b)
+		if err != nil {
+			return
+		}
+		// Accessors never panic, whatever the data.
+		_, _ = e.UserChanged()
+		_, _ = e.QueueChanged()
+		_, _ = e.ReconcileCompleted()
+		_, _ = e.DeadLetter()
+	})
+}

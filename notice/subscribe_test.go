@@ -49,7 +49,10 @@ func (e *env) opts(t *testing.T) notice.SubscribeOptions {
 
 type testWriter struct{ t *testing.T }
 
-func (w testWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
 
 // userMsg builds notice n (txn "tx-n", user n).
 func (e *env) userMsg(n int) notice.Message {
@@ -390,5 +393,30 @@ func TestDurableRestartMidBacklog(t *testing.T) {
 		if handled[i] != 1 {
 			t.Fatalf("notice %d handled %d times", i, handled[i])
 		}
+	}
+}
+
+// A durable subscriber keeps going across a NATS restart, and Subscribe does
+// not return: the client reconnects and re-issues its pull requests.
+func TestDurableSurvivesServerRestart(t *testing.T) {
+	e := newEnv(t)
+	o := e.opts(t)
+	o.Durable = "restart"
+	c := newCollector()
+	stop := e.run(t, o, c)
+	e.publishRange(t, 0, 10)
+	c.waitFor(t, 10)
+
+	e.srv.Stop()
+	e.srv.Restart()
+	start := time.Now()
+	e.publishRange(t, 10, 20)
+	c.waitFor(t, 20)
+	t.Logf("resumed %s after the restart", time.Since(start).Round(time.Millisecond))
+	if err := stop(); err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+	if got := c.snapshot(); !equal(got, seq(0, 20)) {
+		t.Fatalf("got %v, want 0..19 once each, in order", got)
 	}
 }

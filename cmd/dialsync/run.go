@@ -74,6 +74,21 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 
 	loop := env.newLoop(log)
+	// The claim -> user map as of the checkpoint (see internal/apply). A
+	// bootstrap, or a checkpoint an operator moved, starts from the lookup
+	// server's current claims, stored with the next checkpoint.
+	owners, err := env.ckpt.Owners(ctx)
+	if err != nil {
+		return err
+	}
+	if !found || len(owners) == 0 {
+		if owners, err = env.lookup.AllClaimOwners(ctx); err != nil {
+			return err
+		}
+		loop.SetOwners(owners, true)
+	} else {
+		loop.SetOwners(owners, false)
+	}
 	loopErr := make(chan error, 1)
 	go func() { loopErr <- loop.Run(ctx) }()
 
@@ -94,7 +109,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return fmt.Errorf("bootstrap reconcile: %w", err)
 		}
 		log.Info("bootstrap reconcile done", "users", sum.Users, "entered", sum.Entered, "left", sum.Left, "changed", sum.Changed, "took", sum.Took.Round(time.Millisecond))
-		if err := loop.Do(ctx, func(ctx context.Context) error { return env.ckpt.Save(ctx, from) }); err != nil {
+		if err := loop.Do(ctx, func(ctx context.Context) error { return env.ckpt.Save(ctx, from, owners) }); err != nil {
 			return fmt.Errorf("bootstrap: store start position: %w", err)
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -108,14 +109,25 @@ type Loop struct {
 	space   chan struct{} // signalled when pending shrinks
 
 	// Loop-goroutine state.
-	owners  map[uint64]uint64 // claim -> user learned from the claims stream
-	partial map[uint64]*agg   // notices of a large transaction's earlier pieces
-	res     handlers.Result
+	owners map[uint64]uint64 // claim -> user as of the last applied change
+	dirty  map[uint64]uint64 // owners changed since the last checkpoint save
+	// owners changed by the pieces of a large transaction not yet ended:
+	// they join dirty at its last piece, so the map stored with a
+	// checkpoint never runs ahead of that checkpoint.
+	dirtyPartial map[uint64]uint64
+	partial      map[uint64]*agg // notices of a large transaction's earlier pieces
+	res          handlers.Result
 }
 
-// maxOwners bounds the learned claim -> user map; past it the map is
-// dropped and lookups fall back to the lookup server.
-const maxOwners = 2_000_000
+// SetOwners seeds the claim -> user map (from the map stored with the
+// checkpoint, or at a bootstrap from the lookup server). With dirty set,
+// the whole map is stored with the next checkpoint. Call before Run.
+func (l *Loop) SetOwners(m map[uint64]uint64, dirty bool) {
+	l.owners = m
+	if dirty {
+		maps.Copy(l.dirty, m)
+	}
+}
 
 // New builds a loop.
 func New(cfg Config, deps Deps, log *slog.Logger) *Loop {
@@ -135,14 +147,16 @@ func New(cfg Config, deps Deps, log *slog.Logger) *Loop {
 		cfg.RetryMax = 10 * time.Second
 	}
 	return &Loop{
-		cfg:     cfg,
-		deps:    deps,
-		log:     log,
-		src:     "dialsync/" + cfg.Pipeline,
-		in:      make(chan item, 4*cfg.MaxBatchTxns),
-		space:   make(chan struct{}, 1),
-		owners:  make(map[uint64]uint64),
-		partial: make(map[uint64]*agg),
+		cfg:          cfg,
+		deps:         deps,
+		log:          log,
+		src:          "dialsync/" + cfg.Pipeline,
+		in:           make(chan item, 4*cfg.MaxBatchTxns),
+		space:        make(chan struct{}, 1),
+		owners:       make(map[uint64]uint64),
+		dirty:        make(map[uint64]uint64),
+		dirtyPartial: make(map[uint64]uint64),
+		partial:      make(map[uint64]*agg),
 	}
 }
 
@@ -331,15 +345,32 @@ func (l *Loop) apply(work, stop context.Context, batch []*canal.Txn) error {
 	var st BatchStats
 	st.Txns = len(batch)
 
-	// Handlers: which users each change touches; claims and addresses need
-	// a lookup, done once for the whole batch.
+	// Handlers: which users each change touches. Claims resolve through the
+	// claim -> user map AS OF the change's place in the binlog (the map is
+	// updated in binlog order as claims rows go by), because the lookup
+	// server may already show a claim moved or deleted by a later
+	// transaction. Claims the map does not know, and addresses, are looked
+	// up once for the whole batch.
 	type pendingRef struct {
-		ref  handlers.Ref
-		txn  int
-		c    *canal.Change
-		user uint64 // resolved
+		ref handlers.Ref
+		txn int
+		c   *canal.Change
 	}
-	var refs []pendingRef
+	touches := make(map[[2]uint64]*agg) // {txn index, user}
+	var order []touch
+	var users []uint64
+	addTouch := func(txn int, user uint64, c *canal.Change) {
+		k := [2]uint64{uint64(txn), user}
+		a := touches[k]
+		if a == nil {
+			a = &agg{}
+			touches[k] = a
+			order = append(order, touch{txn: txn, user: user, agg: a})
+			users = append(users, user)
+		}
+		a.add(c)
+	}
+	var later []pendingRef
 	for i, t := range batch {
 		for j := range t.Changes {
 			c := &t.Changes[j]
@@ -348,15 +379,38 @@ func (l *Loop) apply(work, stop context.Context, batch []*canal.Txn) error {
 			if err := handlers.Handle(c, &l.res); err != nil {
 				return fmt.Errorf("handle %s %s at %s (txn %s): %w: %w", c.Op, c.Table, t.End, t.ID(), ErrPoison, err)
 			}
-			for _, o := range l.res.Learned {
-				if len(l.owners) >= maxOwners {
-					clear(l.owners)
-				}
-				l.owners[o.Claim] = o.User
-			}
 			for _, r := range l.res.Refs {
-				refs = append(refs, pendingRef{ref: r, txn: i, c: c})
+				switch r.Kind {
+				case handlers.User:
+					addTouch(i, r.ID, c)
+				case handlers.Claim:
+					if u, ok := l.owners[r.ID]; ok {
+						addTouch(i, u, c)
+					} else {
+						later = append(later, pendingRef{ref: r, txn: i, c: c})
+					}
+				case handlers.Address:
+					later = append(later, pendingRef{ref: r, txn: i, c: c})
+				}
 			}
+			// Learned after the refs: a claim's own change already names
+			// both its old and new user.
+			for _, o := range l.res.Learned {
+				l.owners[o.Claim] = o.User
+				if t.Partial {
+					l.dirtyPartial[o.Claim] = o.User
+				} else {
+					l.dirty[o.Claim] = o.User
+				}
+			}
+		}
+		if !t.Partial && t.Piece > 0 {
+			for c, u := range l.dirtyPartial {
+				if _, ok := l.dirty[c]; !ok {
+					l.dirty[c] = u
+				}
+			}
+			clear(l.dirtyPartial)
 		}
 		if !t.Partial && !t.CommitTime.IsZero() {
 			st.NewestCommit = t.CommitTime
@@ -365,13 +419,10 @@ func (l *Loop) apply(work, stop context.Context, batch []*canal.Txn) error {
 
 	t0 := time.Now()
 	var claims, addrs []uint64
-	for _, r := range refs {
-		switch r.ref.Kind {
-		case handlers.Claim:
-			if _, ok := l.owners[r.ref.ID]; !ok {
-				claims = append(claims, r.ref.ID)
-			}
-		case handlers.Address:
+	for _, r := range later {
+		if r.ref.Kind == handlers.Claim {
+			claims = append(claims, r.ref.ID)
+		} else {
 			addrs = append(addrs, r.ref.ID)
 		}
 	}
@@ -395,34 +446,13 @@ func (l *Loop) apply(work, stop context.Context, batch []*canal.Txn) error {
 			return err
 		}
 	}
-
-	// Resolve every ref to users and aggregate per (txn, user).
-	touches := make(map[[2]uint64]*agg) // {txn index, user}
-	var order []touch
-	var users []uint64
-	addTouch := func(txn int, user uint64, c *canal.Change) {
-		k := [2]uint64{uint64(txn), user}
-		a := touches[k]
-		if a == nil {
-			a = &agg{}
-			touches[k] = a
-			order = append(order, touch{txn: txn, user: user, agg: a})
-			users = append(users, user)
-		}
-		a.add(c)
-	}
-	for _, r := range refs {
+	for _, r := range later {
 		switch r.ref.Kind {
-		case handlers.User:
-			addTouch(r.txn, r.ref.ID, r.c)
 		case handlers.Claim:
-			u, ok := l.owners[r.ref.ID]
-			if !ok {
-				u, ok = claimOwners[r.ref.ID]
-			}
+			u, ok := claimOwners[r.ref.ID]
 			if !ok {
 				st.Unresolved++
-				l.log.Warn("change not resolved to a user: claim not known to the claims stream nor the lookup server",
+				l.log.Warn("change not resolved to a user: claim unknown to the claim map and the lookup server",
 					"table", r.c.Table, "claim_id", r.ref.ID, "txn", batch[r.txn].ID(), "pos", batch[r.txn].End.String())
 				continue
 			}
@@ -539,9 +569,10 @@ func (l *Loop) apply(work, stop context.Context, batch []*canal.Txn) error {
 		}
 	}
 	if !pos.IsZero() {
-		if err := l.retry(stop, "save checkpoint", func() error { return l.deps.Checkpoint.Save(work, pos) }); err != nil {
+		if err := l.retry(stop, "save checkpoint", func() error { return l.deps.Checkpoint.Save(work, pos, l.dirty) }); err != nil {
 			return err
 		}
+		clear(l.dirty)
 		st.Checkpoint = pos
 	}
 	st.Stages[StageCheckpoint] = time.Since(t0)

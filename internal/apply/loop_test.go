@@ -22,22 +22,23 @@ import (
 // cmd/dialsync's integration tests.
 
 type fakes struct {
-	mu       sync.Mutex
-	calls    []string
-	owners   map[uint64]uint64
-	addrs    map[uint64][]uint64
-	queued   map[uint64]queue.Row // the rule's answer
-	table    map[uint64]queue.Row // the "PostgreSQL" queue
-	outbox   []notice.Message
-	deleted  []string
-	pubs     []notice.Message
-	saved    []canal.Position
-	failNext map[string]int // op -> failures to inject
+	mu           sync.Mutex
+	calls        []string
+	owners       map[uint64]uint64
+	addrs        map[uint64][]uint64
+	queued       map[uint64]queue.Row // the rule's answer
+	table        map[uint64]queue.Row // the "PostgreSQL" queue
+	outbox       []notice.Message
+	deleted      []string
+	pubs         []notice.Message
+	saved        []canal.Position
+	failNext     map[string]int // op -> failures to inject
+	storedOwners map[uint64]uint64
 }
 
 func newFakes() *fakes {
 	return &fakes{owners: map[uint64]uint64{}, addrs: map[uint64][]uint64{}, queued: map[uint64]queue.Row{},
-		table: map[uint64]queue.Row{}, failNext: map[string]int{}}
+		table: map[uint64]queue.Row{}, failNext: map[string]int{}, storedOwners: map[uint64]uint64{}}
 }
 
 func (f *fakes) step(op string) error {
@@ -141,11 +142,14 @@ func (f *fakes) Publish(_ context.Context, msgs []notice.Message) error {
 	f.pubs = append(f.pubs, msgs...)
 	return nil
 }
-func (f *fakes) Save(_ context.Context, p canal.Position) error {
+func (f *fakes) Save(_ context.Context, p canal.Position, owners map[uint64]uint64) error {
 	if err := f.step("checkpoint"); err != nil {
 		return err
 	}
 	f.saved = append(f.saved, p)
+	for c, u := range owners {
+		f.storedOwners[c] = u
+	}
 	return nil
 }
 
@@ -373,5 +377,45 @@ func TestPoisonHalts(t *testing.T) {
 	}
 	if len(f.saved) != 0 {
 		t.Fatalf("checkpoint moved past a poison row: %v", f.saved)
+	}
+}
+
+// A requirement change resolves to the claim's owner at the change's place
+// in the binlog, even when a later change in the same batch moves the claim
+// (the lookup server would already show the new owner). The map stored with
+// the checkpoint is the map after the batch.
+func TestOwnerAsOfBinlogPosition(t *testing.T) {
+	f := newFakes()
+	f.owners[60] = 9 // what the lookup server says now: already moved
+	applied := make(chan BatchStats, 10)
+	l := newTestLoop(t, f, applied)
+	l.SetOwners(map[uint64]uint64{60: 6}, false)
+	runLoop(t, l)
+	req := canal.Change{Table: "claim_requirements", Op: canal.Update, Before: canal.Row{int64(1), int64(60)}, After: canal.Row{int64(1), int64(60)}, Changed: []string{"status"}}
+	move := canal.Change{Table: "claims", Op: canal.Update, Before: canal.Row{int64(60), int64(6)}, After: canal.Row{int64(60), int64(9)}, Changed: []string{"user_id"}}
+	req2 := req
+	// Two transactions in one batch: submit both before the loop can take
+	// the first alone is not guaranteed, so check notices, not batches.
+	if err := l.Submit(context.Background(), txn("0-1-1", 100, req, move, req2)); err != nil {
+		t.Fatal(err)
+	}
+	<-applied
+	got := map[string][]string{}
+	for _, m := range f.pubs {
+		ev, _ := notice.Decode(m.Data)
+		if ev.Type != notice.TypeUserChanged {
+			continue
+		}
+		uc, _ := ev.UserChanged()
+		got[ev.Subject] = uc.Tables
+	}
+	if !slices.Equal(got["6"], []string{"claim_requirements", "claims"}) || !slices.Equal(got["9"], []string{"claim_requirements", "claims"}) {
+		t.Fatalf("notices = %v", got)
+	}
+	if slices.Contains(f.calls, "claims") {
+		t.Fatal("looked up a claim the map knew")
+	}
+	if f.storedOwners[60] != 9 {
+		t.Fatalf("stored owners = %v", f.storedOwners)
 	}
 }

@@ -42,9 +42,11 @@ type QueueStore interface {
 
 // Checkpointer stores the position after a batch is durable everywhere.
 type Checkpointer interface {
-	// Save stores pos; it fails with checkpoint.ErrFenced when another
-	// instance took over the pipeline (a newer epoch).
-	Save(ctx context.Context, pos canal.Position) error
+	// Save stores pos, and in the same transaction the claim -> user
+	// mappings learned since the previous Save (so the stored map is the map
+	// as of pos). It fails with checkpoint.ErrFenced when another instance
+	// took over the pipeline (a newer epoch).
+	Save(ctx context.Context, pos canal.Position, owners map[uint64]uint64) error
 }
 
 // Cache deletes keys (one pipeline per call).

@@ -343,10 +343,11 @@ func (l *Lookup) QueueRows(ctx context.Context, userIDs []uint64) ([]queue.Row, 
 // QueueRowsRange evaluates the rule for the next chunk of users in id
 // order: those with id in (afterID, X], where X (returned as lastID) is the
 // limit-th users.id after afterID, or the highest one. Keyset pagination:
-// call again with afterID = lastID until done. done is true when this
-// chunk reached the end of the users table (then lastID may equal afterID
-// and rows be empty). Users inserted behind the cursor during a pass are
-// missed by that pass; the binlog covers them.
+// call again with afterID = lastID until done. done is true when the chunk
+// held fewer than limit users, i.e. it reached the end of the users table
+// (a pass whose last chunk is exactly full ends with one extra call that
+// returns no rows, lastID == afterID and done). Users inserted behind the
+// cursor during a pass are missed by that pass; the binlog covers them.
 func (l *Lookup) QueueRowsRange(ctx context.Context, afterID uint64, limit int) (rows []queue.Row, lastID uint64, done bool, err error) {
 	if limit <= 0 {
 		return nil, afterID, false, fmt.Errorf("queue rule range: limit %d must be positive", limit)

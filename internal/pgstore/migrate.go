@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -25,6 +26,9 @@ import (
 // Running an old binary against a newer schema could write rows the newer
 // release no longer understands, so we refuse instead.
 var ErrSchemaTooNew = errors.New("pgstore: database schema is newer than this binary")
+
+// defaultUnlockTimeout bounds the advisory unlock at the end of Migrate.
+const defaultUnlockTimeout = 5 * time.Second
 
 //go:embed migrations/*.sql
 var migrationFS embed.FS

@@ -15,8 +15,6 @@ import (
 	"dialsync/notice"
 )
 
-const defaultUnlockTimeout = 5 * time.Second
-
 // Queue is one pipeline's PostgreSQL state: the call queue (shared by every
 // pipeline of the schema), the pipeline's notice outbox and its dead
 // letters. It implements apply.QueueStore. Safe for concurrent use, but the
