@@ -245,7 +245,9 @@ func run() error {
 
 func pct(s []time.Duration, p int) time.Duration { return s[(len(s)-1)*p/100] }
 
-func ms(d time.Duration) string { return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 1, 64) + " ms" }
+func ms(d time.Duration) string {
+	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 1, 64) + " ms"
+}
 
 func trunc(s string, n int) string {
 	if len(s) > n {

@@ -144,7 +144,7 @@ func openEnv(ctx context.Context, cfg *config.Config, log *slog.Logger) (*env, e
 		ReadTimeout:     cfg.Source.ReadTimeout.Duration(),
 		MaxTxnBytes:     int(cfg.Apply.MaxTxnBytes),
 		TLS:             srcTLS,
-		Logger:          log.With("component", "canal"),
+		Logger:          log,
 	}
 
 	pcfg, err := pgxpool.ParseConfig(cfg.Postgres.DSN)
@@ -178,7 +178,7 @@ func (e *env) connectSinks(ctx context.Context) error {
 	e.lookup, err = lookup.Open(ctx, lookup.Config{
 		Addr: lk.Addr, User: lk.User, Password: lk.Password, Database: lk.Database,
 		TLS: e.canalCfg.TLS, QueueSQL: cfg.Rules.QueueSQL,
-	}, log.With("component", "lookup"))
+	}, log)
 	if err != nil {
 		return err
 	}
@@ -189,7 +189,7 @@ func (e *env) connectSinks(ctx context.Context) error {
 	e.cache, err = cache.Open(ctx, cache.Config{
 		Addr: cfg.Redis.Addr, Username: cfg.Redis.Username, Password: cfg.Redis.Password,
 		DB: cfg.Redis.DB, TLS: redisTLS,
-	}, log.With("component", "redis"))
+	}, log)
 	if err != nil {
 		return err
 	}
@@ -204,7 +204,7 @@ func (e *env) connectSinks(ctx context.Context) error {
 		Storage: cfg.NATS.Storage, Name: "dialsync-" + cfg.Pipeline.Name, TLS: natsTLS,
 		CredsFile: cfg.NATS.CredsFile, NKeyFile: cfg.NATS.NKeyFile, Token: cfg.NATS.Token,
 		User: cfg.NATS.User, Password: cfg.NATS.Password, AckTimeout: cfg.NATS.AckTimeout.Duration(),
-	}, log.With("component", "nats"))
+	}, log)
 	return err
 }
 

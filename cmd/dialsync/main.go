@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 )
 
@@ -32,13 +33,23 @@ func (e usageError) Unwrap() error { return e.err }
 func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
 
 type command struct {
+	order         int // position in the help list
 	name, summary string
 	run           func(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
-var commands = []command{
-	{"run", "stream binlog changes into the queue, cache and notices", runRun},
-	{"version", "print the version", runVersion},
+// commands is filled by register calls in each command's file (init), so
+// adding a command touches only its own file.
+var commands []command
+
+func register(c command) {
+	commands = append(commands, c)
+	slices.SortFunc(commands, func(a, b command) int { return a.order - b.order })
+}
+
+func init() {
+	register(command{10, "run", "stream binlog changes into the queue, cache and notices", runRun})
+	register(command{100, "version", "print the version", runVersion})
 }
 
 func main() {

@@ -26,7 +26,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	log := newLogger(cfg, stderr)
-	log.Info("starting", "version", buildVersion(), "pipeline", cfg.Pipeline.Name)
+	log.Info("starting", "version", buildVersion())
 
 	env, err := openEnv(ctx, cfg, log)
 	if err != nil {
@@ -40,7 +40,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var lease *checkpoint.Lease
 	if cfg.HA.Enabled {
 		log.Info("waiting for the pipeline lease", "holder", holder)
-		lease, err = checkpoint.AcquireLease(ctx, env.pgDSN, cfg.Postgres.Schema, cfg.Pipeline.Name, holder, log.With("component", "lease"))
+		lease, err = checkpoint.AcquireLease(ctx, env.pgDSN, cfg.Postgres.Schema, cfg.Pipeline.Name, holder, log)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -85,7 +85,9 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if owners, err = env.lookup.AllClaimOwners(ctx); err != nil {
 			return err
 		}
-		loop.SetOwners(owners, true)
+		// A bootstrap stores the map with its start position below;
+		// otherwise the next checkpoint stores it.
+		loop.SetOwners(owners, found)
 	} else {
 		loop.SetOwners(owners, false)
 	}
