@@ -3,6 +3,7 @@ package canal
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
@@ -31,21 +32,33 @@ func (e *handlerError) Unwrap() error { return e.err }
 // Server errors on the binlog dump connection that no retry fixes.
 // MySQL and MariaDB report purged binlogs, positions past the end of a file,
 // missing GTID state and a replica with the same server_id all as 1236
-// (ER_MASTER_FATAL_ERROR_READING_BINLOG); see go-mysql issue #459.
+// (ER_MASTER_FATAL_ERROR_READING_BINLOG); see go-mysql issue #459. The
+// server's own message (kept in the error) says which.
 var fatalServerCodes = map[uint16]string{
-	mysql.ER_MASTER_FATAL_ERROR_READING_BINLOG: "the server cannot send the binlog from this position (purged, past the end of a file, unknown GTID, or a replica with the same server_id); reset the checkpoint and reconcile",
-	mysql.ER_MASTER_HAS_PURGED_REQUIRED_GTIDS:  "the server purged binlogs holding GTIDs we still need; reset the checkpoint and reconcile",
+	mysql.ER_MASTER_FATAL_ERROR_READING_BINLOG: "the server cannot send the binlog from this position (purged, past the end of a file, unknown GTID, or another replica with the same server_id)",
+	mysql.ER_MASTER_HAS_PURGED_REQUIRED_GTIDS:  "the server purged binlogs holding GTIDs we still need",
 }
 
-// classify marks server errors that a retry cannot fix as fatal.
-func classify(err error) error {
+// classify marks server errors that a retry cannot fix as fatal; lost
+// positions also wrap ErrPositionGone and name the recovery command.
+func classify(cfg Config, err error) error {
 	var my *mysql.MyError
-	if errors.As(err, &my) {
-		if hint, ok := fatalServerCodes[my.Code]; ok {
-			return fatalf("binlog stream: server error %d: %s: %w", my.Code, hint, err)
-		}
+	if !errors.As(err, &my) {
+		return err
 	}
-	return err
+	hint, ok := fatalServerCodes[my.Code]
+	if !ok {
+		if p := privileges(cfg, err); p != err {
+			return p // REPLICATION SLAVE missing: no retry will grant it
+		}
+		return err
+	}
+	if strings.Contains(my.Message, "same server") {
+		// "A slave with the same server_uuid/server_id as this slave has
+		// connected to the master": the position is fine, the id is not.
+		return fatalf("binlog stream: server error %d: another replica uses server_id %d: set source.server_id to a unique value: %w", my.Code, cfg.ServerID, err)
+	}
+	return fatalf("binlog stream: server error %d: %s: %w: %s: %w", my.Code, hint, ErrPositionGone, positionHint, err)
 }
 
 // skippedStatements counts binlog statements go-mysql could not parse and

@@ -99,13 +99,16 @@ func Head(ctx context.Context, cfg Config) (Position, error) {
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	defer stop()
-	if err := checkFlavor(cfg, conn.GetServerVersion()); err != nil {
+	// A start position is only useful if streaming from it can work: check
+	// the source now, so a bootstrap fails before it reconciles anything
+	// and stores a checkpoint.
+	if _, err := checkSource(cfg, conn); err != nil {
 		return Position{}, fmt.Errorf("head: %w", err)
 	}
 	q := showBinlogStatusQuery(cfg.Flavor, conn.GetServerVersion())
 	r, err := conn.Execute(q)
 	if err != nil {
-		return Position{}, fmt.Errorf("head: %s: %w", q, err)
+		return Position{}, fmt.Errorf("head: %s: %w", q, privileges(cfg, err))
 	}
 	defer r.Close()
 	if r.RowNumber() == 0 {
@@ -145,7 +148,7 @@ func stream(ctx context.Context, cfg Config, from Position, h func(context.Conte
 	if from.GTIDSet != "" {
 		var err error
 		if gset, err = mysql.ParseGTIDSet(cfg.Flavor, from.GTIDSet); err != nil {
-			return fatalf("start position: invalid %s GTID set %q: %w", cfg.Flavor, from.GTIDSet, err)
+			return fatalf("start position: invalid %s GTID set %q (%w): %s", cfg.Flavor, from.GTIDSet, err, positionHint)
 		}
 	}
 
@@ -205,7 +208,7 @@ func stream(ctx context.Context, cfg Config, from Position, h func(context.Conte
 	if err == nil {
 		return fmt.Errorf("binlog stream after %s ended without an error", s.last)
 	}
-	return classify(fmt.Errorf("binlog stream after %s: %w", s.last, err))
+	return classify(cfg, fmt.Errorf("binlog stream after %s: %w", s.last, err))
 }
 
 func canalConfig(cfg Config, fillZeroLogPos bool) *gocanal.Config {
@@ -270,56 +273,14 @@ func preflight(ctx context.Context, cfg Config, from *Position, byFilePos bool) 
 	defer stop()
 
 	res.version = conn.GetServerVersion()
-	if err := checkFlavor(cfg, res.version); err != nil {
+	if res.fillZeroLogPos, err = checkSource(cfg, conn); err != nil {
 		return res, err
-	}
-	r, err := conn.Execute("SELECT @@GLOBAL.server_id, @@GLOBAL.log_bin, @@GLOBAL.binlog_format, @@GLOBAL.binlog_row_image")
-	if err != nil {
-		return res, fmt.Errorf("preflight: read server variables: %w", err)
-	}
-	serverID, _ := r.GetUint(0, 0)
-	logBin, _ := r.GetString(0, 1)
-	format, _ := r.GetString(0, 2)
-	image, _ := r.GetString(0, 3)
-	format, image = strings.ToUpper(strings.Clone(format)), strings.ToUpper(strings.Clone(image))
-	r.Close()
-	switch {
-	case uint32(serverID) == cfg.ServerID:
-		return res, fatalf("source %s has server_id %d, the same as our ServerID: pick another unique server_id for dialsync", cfg.Addr, serverID)
-	case logBin != "1":
-		return res, fatalf("log_bin is OFF on source %s: start the server with --log-bin (RDS: enable automated backups)", cfg.Addr)
-	case format != "ROW":
-		return res, fatalf("binlog_format is %s on source %s, dialsync needs ROW: SET GLOBAL binlog_format = 'ROW' and make it permanent in the server configuration (RDS: parameter group)", format, cfg.Addr)
-	case image != "FULL":
-		// MINIMAL/NOBLOB images leave unlogged columns nil, indistinguishable
-		// from NULL; go-mysql checks this only for the mysql flavor.
-		return res, fatalf("binlog_row_image is %s on source %s, dialsync needs FULL: SET GLOBAL binlog_row_image = 'FULL' and make it permanent in the server configuration (RDS: parameter group)", image, cfg.Addr)
-	}
-	if cfg.Flavor == mysql.MySQLFlavor {
-		// go-mysql stops on partial JSON updates.
-		if r, err := conn.Execute("SHOW GLOBAL VARIABLES LIKE 'binlog_row_value_options'"); err == nil {
-			opts, _ := r.GetString(0, 1)
-			if strings.Contains(strings.ToUpper(opts), "PARTIAL_JSON") {
-				return res, fatalf("binlog_row_value_options is %s on source %s: SET GLOBAL binlog_row_value_options = '' (partial JSON updates cannot be decoded)", opts, cfg.Addr)
-			}
-		}
-	} else if cmp, err := mysql.CompareServerVersions(res.version, "11.4.0"); err == nil && cmp >= 0 {
-		res.fillZeroLogPos = true
 	}
 	if !byFilePos {
 		return res, nil
 	}
-	if from.File == "" {
-		r, err := conn.Execute("SHOW BINARY LOGS")
-		if err != nil {
-			return res, fmt.Errorf("preflight: list binary logs: %w", err)
-		}
-		if r.RowNumber() == 0 {
-			return res, fatalf("source %s has no binary logs (log_bin off?)", cfg.Addr)
-		}
-		first, _ := r.GetString(0, 0)
-		from.File, from.Pos = strings.Clone(first), 4
-		r.Close()
+	if err := resolveStartFile(cfg, conn, from); err != nil {
+		return res, err
 	}
 	if cfg.Flavor == mysql.MariaDBFlavor {
 		gs, err := binlogGTIDPos(conn, from.File, from.Pos)

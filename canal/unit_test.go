@@ -119,11 +119,11 @@ func TestChangedColumns(t *testing.T) {
 
 func TestClassify(t *testing.T) {
 	purged := perrors.Trace(&mysql.MyError{Code: mysql.ER_MASTER_FATAL_ERROR_READING_BINLOG, Message: "Could not find first log file name in binary log index file"})
-	if err := classify(purged); !errors.Is(err, ErrFatal) || !strings.Contains(err.Error(), "1236") {
+	if err := classify(Config{}, purged); !errors.Is(err, ErrFatal) || !strings.Contains(err.Error(), "1236") {
 		t.Fatalf("1236 not fatal: %v", err)
 	}
 	lost := perrors.Trace(&mysql.MyError{Code: mysql.ER_SERVER_SHUTDOWN, Message: "shutdown"})
-	if err := classify(lost); errors.Is(err, ErrFatal) {
+	if err := classify(Config{}, lost); errors.Is(err, ErrFatal) {
 		t.Fatalf("shutdown classified fatal: %v", err)
 	}
 	// Our fatal errors survive go-mysql's wrapping.

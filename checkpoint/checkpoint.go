@@ -32,8 +32,17 @@ import (
 )
 
 // ErrFenced means another instance holds a newer epoch for the pipeline:
-// this instance was deposed and must stop writing.
-var ErrFenced = errors.New("checkpoint: fenced: another instance holds a newer epoch")
+// this instance was deposed and must stop writing. It reports Fatal() ==
+// true, the mark internal/apply's IsFatal looks for, so the apply loop stops
+// at once instead of retrying a save that can never succeed.
+var ErrFenced error = fencedError{}
+
+type fencedError struct{}
+
+func (fencedError) Error() string { return "checkpoint: fenced: another instance holds a newer epoch" }
+
+// Fatal marks the error as one retrying cannot fix.
+func (fencedError) Fatal() bool { return true }
 
 // ErrNoHistoryEntry is returned by Rollback for an unknown history id.
 var ErrNoHistoryEntry = errors.New("checkpoint: no such history entry")

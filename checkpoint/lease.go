@@ -7,29 +7,96 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// Lease timings. Var, not const, so tests can shorten them.
-var (
-	// leasePollInterval is how often a waiting instance retries the lock.
-	leasePollInterval = 250 * time.Millisecond
-	// leaseCheckInterval is how often a holder checks that its lock
-	// connection is alive and the epoch is still its own.
-	leaseCheckInterval = time.Second
-	// leaseCheckTimeout bounds one check; a server that cannot answer a
-	// trivial query in this time is treated as lost (fencing keeps a false
-	// alarm harmless: the instance re-acquires with a new epoch).
-	leaseCheckTimeout = 3 * time.Second
+// Lease defaults (BRIEF section 6: the standby takes over within seconds).
+const (
+	// DefaultLeaseCheck is how often a leader renews its heartbeat
+	// (config ha.lease_check).
+	DefaultLeaseCheck = time.Second
+	// DefaultLeaseTTL is how old a leader's heartbeat may get before a
+	// standby deposes it, and how long a leader that cannot renew keeps
+	// writing. Three renewals' worth: one slow query or a short GC pause does
+	// not cost a takeover, and a paused leader is replaced in about 3 s.
+	DefaultLeaseTTL = 3 * time.Second
+	// defaultLeasePoll is how often a standby retries the lock: a leader
+	// that dies (its session ends) is replaced within this much.
+	defaultLeasePoll = 250 * time.Millisecond
 )
 
+// LeaseOptions tunes a lease. Zero fields take the defaults.
+type LeaseOptions struct {
+	// CheckInterval is how often the leader renews its heartbeat
+	// (DefaultLeaseCheck).
+	CheckInterval time.Duration
+	// TTL is the heartbeat age after which a standby terminates the
+	// holder's session and takes over; the leader gives up on its own when
+	// it could not renew for this long (DefaultLeaseTTL). Must exceed
+	// CheckInterval; twice or more is sensible.
+	TTL time.Duration
+	// PollInterval is how often a standby retries (250 ms, or CheckInterval
+	// when that is shorter).
+	PollInterval time.Duration
+}
+
+func (o LeaseOptions) withDefaults() (LeaseOptions, error) {
+	if o.CheckInterval <= 0 {
+		o.CheckInterval = DefaultLeaseCheck
+	}
+	if o.TTL <= 0 {
+		o.TTL = DefaultLeaseTTL
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = min(defaultLeasePoll, o.CheckInterval)
+	}
+	if o.TTL <= o.CheckInterval {
+		return o, fmt.Errorf("lease TTL %s must be longer than the check interval %s", o.TTL, o.CheckInterval)
+	}
+	return o, nil
+}
+
 // Lease is leadership of one pipeline: a session-level advisory lock held on
-// a dedicated connection (PostgreSQL releases it when that session ends, so
-// a crashed or partitioned leader loses it without any timeout of ours)
-// plus the epoch that fences checkpoint saves (see the package comment).
+// a dedicated connection, plus a heartbeat in leases, plus the epoch that
+// fences checkpoint saves (see the package comment).
+//
+// How an instance stops being leader:
+//   - It dies or its network drops: PostgreSQL ends the session and releases
+//     the lock; a standby polling every 250 ms takes it.
+//   - It is paused (SIGSTOP, a frozen VM, a long stall): its TCP connection
+//     and so its lock stay up, and PostgreSQL never notices. So the leader
+//     renews leases.renewed_at every CheckInterval on its lock connection,
+//     and a standby that finds the heartbeat older than TTL (measured on the
+//     PostgreSQL clock, so instance clocks do not matter) terminates the
+//     session holding the advisory lock (found in pg_locks) with
+//     pg_terminate_backend, then takes the lock and increments the epoch.
+//     Terminating needs the same role as the holder (or pg_signal_backend):
+//     both instances use the same configuration, so that holds.
+//   - It cannot renew within TTL (PostgreSQL slow or unreachable): it gives
+//     up on its own (Lost), since a standby may take over at that moment.
+//     Its deadline counts from when it SENT its last successful renewal,
+//     which is no later than the renewed_at the standby reads, so it stops
+//     before a standby can depose it (barring clocks running at different
+//     rates). It also checks this deadline first thing at each tick, so a
+//     leader woken from a pause past TTL steps down without a round trip.
+//
+// Whatever the timing, safety does not depend on it: the deposed leader's
+// checkpoint saves are fenced by the epoch (ErrFenced, which is fatal to the
+// apply loop), so it can never move the checkpoint once another instance
+// incremented the epoch. What it may still do before noticing is redo the
+// effects that come before a checkpoint: delete Redis keys (idempotent),
+// publish notices (their ids derive from (transaction, user), so JetStream's
+// duplicate window drops a republished one), and write queue rows computed
+// from the lookup server. The new leader replays from the checkpoint the old
+// one last stored, so every transaction after it is recomputed again. The
+// one residual risk is a queue write computed BEFORE the pause and committed
+// AFTER the new leader wrote the same user: it stays stale until that user
+// changes again or the periodic reconcile repairs it (fencing the queue
+// transaction by the epoch too would close that window).
 //
 // The dedicated connection must be a real session: behind a pgbouncer in
 // transaction pooling mode advisory session locks do not work; point the
@@ -40,10 +107,12 @@ type Lease struct {
 	epoch    int64
 	pipeline string
 	leases   string
+	opt      LeaseOptions
 	logger   *slog.Logger
 
 	lost     chan struct{}
 	lostOnce sync.Once
+	lostErr  atomic.Pointer[error]
 	stop     chan struct{}
 	stopOnce sync.Once
 	wg       sync.WaitGroup
@@ -60,12 +129,35 @@ func leaseKey(schema, pipeline string) int64 {
 	return int64(h.Sum64())
 }
 
-// AcquireLease blocks until this process holds the lease of pipeline, then
-// increments the pipeline's epoch in leases (recording holder, a name for
-// this instance such as "host:pid") and returns the lease. It polls every
-// 250 ms and returns ctx's error when ctx ends first. Migrations must have
-// run.
+// lockFilter selects the granted advisory lock of key $1 (high half) / $2
+// (low half) in this database. pg_locks shows a bigint advisory key split
+// in two: the high half in classid, the low half in objid, with objsubid = 1
+// (https://www.postgresql.org/docs/current/view-pg-locks.html).
+const lockFilter = `locktype = 'advisory' AND granted AND objsubid = 1
+	AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+	AND classid::bigint = $1 AND objid::bigint = $2`
+
+func lockArgs(key int64) (hi, lo int64) {
+	k := uint64(key)
+	return int64(k >> 32), int64(k & 0xffffffff)
+}
+
+// AcquireLease is AcquireLeaseWith with the default options.
 func AcquireLease(ctx context.Context, connString, schema, pipeline, holder string, logger *slog.Logger) (*Lease, error) {
+	return AcquireLeaseWith(ctx, connString, schema, pipeline, holder, LeaseOptions{}, logger)
+}
+
+// AcquireLeaseWith blocks until this process holds the lease of pipeline,
+// then returns it. holder names this instance (such as "host/pid-N") in
+// leases and the logs. While another instance holds the lease it polls,
+// and deposes that instance when its heartbeat is older than opt.TTL (see
+// Lease). It returns ctx's error when ctx ends first. Migrations must have
+// run.
+func AcquireLeaseWith(ctx context.Context, connString, schema, pipeline, holder string, opt LeaseOptions, logger *slog.Logger) (*Lease, error) {
+	opt, err := opt.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("acquire lease %q: %w", pipeline, err)
+	}
 	if logger == nil {
 		logger = slog.Default()
 	}
@@ -79,65 +171,110 @@ func AcquireLease(ctx context.Context, connString, schema, pipeline, holder stri
 		key:      leaseKey(schema, pipeline),
 		pipeline: pipeline,
 		leases:   pgx.Identifier{schema, "leases"}.Sanitize(),
+		opt:      opt,
 		logger:   logger,
 		lost:     make(chan struct{}),
 		stop:     make(chan struct{}),
 	}
-	if err := l.acquire(ctx, holder); err != nil {
+	renewed, err := l.acquire(ctx, holder)
+	if err != nil {
 		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		defer cancel()
 		_ = conn.Close(closeCtx) // ends the session, dropping the lock if we got it
 		return nil, fmt.Errorf("acquire lease %q: %w", pipeline, err)
 	}
-	logger.Info("lease acquired", "epoch", l.epoch, "holder", holder)
+	logger.Info("lease acquired: this instance is the leader", "epoch", l.epoch, "holder", holder, "ttl", opt.TTL.String())
 	l.wg.Add(1)
-	go l.monitor()
+	go l.monitor(renewed)
 	return l, nil
 }
 
-func (l *Lease) acquire(ctx context.Context, holder string) error {
-	t := time.NewTicker(leasePollInterval)
-	defer t.Stop()
-	for waiting := false; ; waiting = true {
-		var got bool
-		if err := l.conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", l.key).Scan(&got); err != nil {
-			return fmt.Errorf("try lock: %w", err)
+// acquire polls until it takes the lock; it returns when the heartbeat was
+// written (the start of the leader's first TTL).
+func (l *Lease) acquire(ctx context.Context, holder string) (time.Time, error) {
+	hi, lo := lockArgs(l.key)
+	standingBy := false
+	for {
+		sent := time.Now()
+		got, err := l.take(ctx, holder)
+		if err != nil {
+			return time.Time{}, err
 		}
 		if got {
-			break
+			return sent, nil
 		}
-		if !waiting {
+		// Someone holds the lock: is its heartbeat fresh? Ages are computed
+		// by PostgreSQL (now() - renewed_at) so no two clocks are compared.
+		var who *string
+		var epoch *int64
+		var age *float64
+		var pid *int32
+		err = l.conn.QueryRow(ctx, `SELECT
+				(SELECT holder FROM `+l.leases+` WHERE pipeline = $3),
+				(SELECT epoch FROM `+l.leases+` WHERE pipeline = $3),
+				(SELECT EXTRACT(EPOCH FROM now() - renewed_at)::float8 FROM `+l.leases+` WHERE pipeline = $3),
+				(SELECT pid FROM pg_locks WHERE `+lockFilter+` LIMIT 1)`,
+			hi, lo, l.pipeline).Scan(&who, &epoch, &age, &pid)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("read holder: %w", err)
+		}
+		if !standingBy {
 			// Said once, not at every poll: a standby waits here for hours.
-			var who string
-			var epoch int64
-			err := l.conn.QueryRow(ctx, `SELECT holder, epoch FROM `+l.leases+` WHERE pipeline = $1`, l.pipeline).Scan(&who, &epoch)
-			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-				return fmt.Errorf("read holder: %w", err)
+			standingBy = true
+			l.logger.Info("lease held by another instance; standing by", "holder", deref(who), "epoch", deref(epoch))
+		}
+		wait := l.opt.PollInterval
+		// No leases row means the lock holder is not a dialsync leader (a
+		// leader writes its row in the statement that takes the lock):
+		// leave it alone. No pid means the lock was just released.
+		if age != nil && pid != nil && time.Duration(*age*float64(time.Second)) > l.opt.TTL {
+			l.logger.Warn("leader heartbeat is stale: terminating its session to take over",
+				"holder", deref(who), "epoch", deref(epoch), "heartbeat_age", time.Duration(*age*float64(time.Second)).Round(time.Millisecond).String(),
+				"ttl", l.opt.TTL.String(), "backend_pid", *pid)
+			if _, err := l.conn.Exec(ctx, "SELECT pg_terminate_backend($1)", *pid); err != nil {
+				return time.Time{}, fmt.Errorf("terminate stale holder (backend %d): %w", *pid, err)
 			}
-			l.logger.Info("lease held by another instance; standing by", "holder", who, "epoch", epoch)
+			// The backend exits (and frees the lock) asynchronously; retry
+			// soon rather than after a full poll.
+			wait = min(wait, 20*time.Millisecond)
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
+			return time.Time{}, ctx.Err()
+		case <-time.After(wait):
 		}
 	}
-	err := l.conn.QueryRow(ctx, `INSERT INTO `+l.leases+` AS l (pipeline, epoch, holder, acquired_at)
-		VALUES ($1, 1, $2, now())
-		ON CONFLICT (pipeline) DO UPDATE SET epoch = l.epoch + 1, holder = excluded.holder, acquired_at = excluded.acquired_at
-		RETURNING epoch`, l.pipeline, holder).Scan(&l.epoch)
-	if err != nil {
-		return fmt.Errorf("increment epoch: %w", err)
-	}
-	return nil
 }
 
-// monitor checks the lock connection and the epoch every second; the first
-// failure marks the lease lost. It is the only user of conn until Release
-// stops it.
-func (l *Lease) monitor() {
+// take tries the lock and, when it got it, increments the epoch and writes
+// the first heartbeat in the same statement, so a lock holder without a
+// fresh leases row exists only for the instant of that statement (a standby
+// never mistakes a new leader for a stale one). The lock is session-level:
+// it outlives the statement.
+func (l *Lease) take(ctx context.Context, holder string) (bool, error) {
+	// pg_try_advisory_lock is volatile, so the CTE is evaluated exactly once
+	// and never inlined (https://www.postgresql.org/docs/current/queries-with.html).
+	err := l.conn.QueryRow(ctx, `WITH lock AS (SELECT pg_try_advisory_lock($3) AS got)
+		INSERT INTO `+l.leases+` AS l (pipeline, epoch, holder, acquired_at, renewed_at)
+		SELECT $1, 1, $2, now(), now() FROM lock WHERE got
+		ON CONFLICT (pipeline) DO UPDATE SET epoch = l.epoch + 1, holder = excluded.holder,
+			acquired_at = excluded.acquired_at, renewed_at = excluded.renewed_at
+		RETURNING epoch`, l.pipeline, holder, l.key).Scan(&l.epoch)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("take lock and increment epoch: %w", err)
+	}
+	return true, nil
+}
+
+// monitor renews the heartbeat every CheckInterval; the lease is lost at the
+// first failed renewal, when the epoch moved on, or when no renewal
+// succeeded for TTL. It is the only user of conn until Release stops it.
+func (l *Lease) monitor(renewed time.Time) {
 	defer l.wg.Done()
-	t := time.NewTicker(leaseCheckInterval)
+	t := time.NewTicker(l.opt.CheckInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -145,35 +282,73 @@ func (l *Lease) monitor() {
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), leaseCheckTimeout)
-		var epoch int64
-		err := l.conn.QueryRow(ctx, `SELECT epoch FROM `+l.leases+` WHERE pipeline = $1`, l.pipeline).Scan(&epoch)
-		cancel()
-		switch {
-		case err != nil:
-			l.logger.Warn("lease lost: lock connection failed", "epoch", l.epoch, "err", err)
-		case epoch != l.epoch:
-			l.logger.Warn("lease lost: epoch moved on", "epoch", l.epoch, "stored_epoch", epoch)
-		default:
-			continue
+		// time.Since uses the monotonic clock, which keeps counting while
+		// the process is stopped: a leader woken after a long pause steps
+		// down here, before anything else.
+		deadline := renewed.Add(l.opt.TTL)
+		var lostErr error
+		if since := time.Since(renewed); since >= l.opt.TTL {
+			lostErr = fmt.Errorf("lease %q epoch %d: heartbeat not renewed for %s (TTL %s): a standby may have taken over",
+				l.pipeline, l.epoch, since.Round(time.Millisecond), l.opt.TTL)
+		} else {
+			ctx, cancel := context.WithDeadline(context.Background(), deadline)
+			sent := time.Now()
+			tag, err := l.conn.Exec(ctx, `UPDATE `+l.leases+` SET renewed_at = now() WHERE pipeline = $1 AND epoch = $2`, l.pipeline, l.epoch)
+			cancel()
+			switch {
+			case err != nil:
+				lostErr = fmt.Errorf("lease %q epoch %d: renew heartbeat on the lock connection: %w", l.pipeline, l.epoch, err)
+			case tag.RowsAffected() == 0:
+				lostErr = fmt.Errorf("lease %q epoch %d: epoch moved on (another instance took over)", l.pipeline, l.epoch)
+			default:
+				renewed = sent
+				continue
+			}
 		}
-		l.markLost()
+		l.logger.Warn("lease lost: this instance is no longer the leader", "epoch", l.epoch, "err", lostErr)
+		l.markLost(lostErr)
 		// Close the session so the lock is surely released: after a
 		// failure we can no longer vouch for it.
-		ctx, cancel = context.WithTimeout(context.Background(), time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_ = l.conn.Close(ctx)
 		cancel()
 		return
 	}
 }
 
-func (l *Lease) markLost() { l.lostOnce.Do(func() { close(l.lost) }) }
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+func (l *Lease) markLost(err error) {
+	l.lostOnce.Do(func() {
+		l.lostErr.Store(&err)
+		close(l.lost)
+	})
+}
+
+// ErrReleased is Lease.Err after Release.
+var ErrReleased = errors.New("checkpoint: lease released")
+
+// Err tells why the lease was lost (nil while it is held; ErrReleased after
+// Release), for the message of an instance that steps down.
+func (l *Lease) Err() error {
+	if p := l.lostErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
 
 // Epoch is the leadership term this lease holds; pass it to Store.SetEpoch.
 func (l *Lease) Epoch() int64 { return l.epoch }
 
 // Lost is closed when the lease is no longer held: the lock connection died,
-// a check failed, the epoch in leases moved on, or Release was called. The
+// a renewal failed, no renewal succeeded within the TTL, the epoch in leases
+// moved on, or Release was called (Err tells which). The
 // holder must stop its pipeline; its checkpoint saves are fenced anyway.
 func (l *Lease) Lost() <-chan struct{} { return l.lost }
 
@@ -189,7 +364,7 @@ func (l *Lease) Release(ctx context.Context) error {
 		return nil
 	}
 	l.released = true
-	defer l.markLost()
+	defer l.markLost(ErrReleased)
 	if l.conn.IsClosed() {
 		return nil
 	}
@@ -211,20 +386,14 @@ func (l *Lease) Release(ctx context.Context) error {
 // recorded themselves in leases, with their epoch (holder is "" and epoch 0
 // when no lease was ever taken). Recovery commands refuse while held.
 func Holder(ctx context.Context, pool *pgxpool.Pool, schema, pipeline string) (holder string, epoch int64, held bool, err error) {
-	key := uint64(leaseKey(schema, pipeline))
-	// pg_locks shows a bigint advisory key split in two: the high half in
-	// classid, the low half in objid, with objsubid = 1
-	// (https://www.postgresql.org/docs/current/view-pg-locks.html).
+	hi, lo := lockArgs(leaseKey(schema, pipeline))
 	var h *string
 	var e *int64
 	err = pool.QueryRow(ctx, `SELECT
-			EXISTS (SELECT 1 FROM pg_locks
-				WHERE locktype = 'advisory' AND granted AND objsubid = 1
-				AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-				AND classid::bigint = $1 AND objid::bigint = $2),
+			EXISTS (SELECT 1 FROM pg_locks WHERE `+lockFilter+`),
 			(SELECT holder FROM `+pgx.Identifier{schema, "leases"}.Sanitize()+` WHERE pipeline = $3),
 			(SELECT epoch FROM `+pgx.Identifier{schema, "leases"}.Sanitize()+` WHERE pipeline = $3)`,
-		int64(key>>32), int64(key&0xffffffff), pipeline).Scan(&held, &h, &e)
+		hi, lo, pipeline).Scan(&held, &h, &e)
 	if err != nil {
 		return "", 0, false, fmt.Errorf("lease holder %q: %w", pipeline, err)
 	}

@@ -208,9 +208,17 @@ func (e *env) connectSinks(ctx context.Context) error {
 	return err
 }
 
-func (e *env) newLoop(log *slog.Logger) *apply.Loop {
+// newLoop builds the apply loop; mon (may be nil) receives its hooks.
+func (e *env) newLoop(log *slog.Logger, mon *monitor) *apply.Loop {
 	a := e.cfg.Apply
+	var onApplied func(apply.BatchStats)
+	var onRetry func(string, error)
+	if mon != nil {
+		onApplied, onRetry = mon.onApplied, mon.onRetry
+	}
 	return apply.New(apply.Config{
+		OnApplied:     onApplied,
+		OnRetry:       onRetry,
 		Pipeline:      e.cfg.Pipeline.Name,
 		SubjectPrefix: e.cfg.NATS.SubjectPrefix,
 		MaxBatchTxns:  a.MaxBatchTxns,

@@ -12,8 +12,19 @@ import (
 	"dialsync/canal"
 	"dialsync/checkpoint"
 	"dialsync/internal/apply"
+	"dialsync/internal/config"
+	"dialsync/internal/httpserver"
+	"dialsync/internal/lookup"
+	"dialsync/internal/metrics"
 	"dialsync/internal/reconcile"
 )
+
+func init() {
+	// A fenced checkpoint write means another instance leads now: retrying
+	// cannot help, the deposed process must stop.
+	isFatal := apply.IsFatal
+	apply.IsFatal = func(err error) bool { return errors.Is(err, checkpoint.ErrFenced) || isFatal(err) }
+}
 
 func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("run", stderr)
@@ -27,6 +38,9 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	log := newLogger(cfg, stderr)
 	log.Info("starting", "version", buildVersion())
+	for _, name := range config.UnknownEnv(os.Environ()) {
+		log.Warn("environment variable matches no config key: check its spelling", "name", name)
+	}
 
 	env, err := openEnv(ctx, cfg, log)
 	if err != nil {
@@ -34,12 +48,22 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer env.Close()
 
+	mon := newMonitor(env, metrics.New(), log)
+	if cfg.HTTP.Listen != "" {
+		srv := httpserver.New(cfg.HTTP.Listen, mon.m, mon.ready)
+		if err := srv.Start(); err != nil {
+			return usagef("http.listen: %v", err)
+		}
+		defer srv.Close(context.WithoutCancel(ctx))
+		log.Info("http listening", "addr", srv.Addr().String())
+	}
+
 	// Leadership: only the holder of the pipeline's lease streams. A standby
 	// waits here until the leader dies.
 	holder := leaseHolderName()
 	var lease *checkpoint.Lease
 	if cfg.HA.Enabled {
-		log.Info("waiting for the pipeline lease", "holder", holder)
+		log.Info("standby: waiting for the pipeline lease", "holder", holder)
 		lease, err = checkpoint.AcquireLease(ctx, env.pgDSN, cfg.Postgres.Schema, cfg.Pipeline.Name, holder, log)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -49,16 +73,17 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		defer lease.Release(context.WithoutCancel(ctx))
 		env.ckpt.SetEpoch(lease.Epoch())
+		mon.setLeader(lease.Epoch())
 		log.Info("leader", "epoch", lease.Epoch())
+	} else {
+		mon.setLeader(0)
 	}
 
 	if err := env.connectSinks(ctx); err != nil {
 		return err
 	}
-
-	cp, found, err := env.ckpt.Load(ctx)
-	if err != nil {
-		return fmt.Errorf("load checkpoint: %w", err)
+	if err := env.checkSameServer(ctx); err != nil {
+		return err
 	}
 
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -72,8 +97,30 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			}
 		}()
 	}
+	go mon.poll(ctx)
 
-	loop := env.newLoop(log)
+	cp, found, err := env.ckpt.Load(ctx)
+	if err != nil {
+		return fmt.Errorf("load checkpoint: %w", err)
+	}
+	if found {
+		if err := env.checkPositionOnServer(ctx, cp.Pos); err != nil {
+			if cfg.Recovery.OnPurged != "reconcile" {
+				return err
+			}
+			// Safe because the queue is recomputable: jump to the head and
+			// reconcile everything (BRIEF section 6).
+			log.Error("AUTOMATIC RECOVERY: the binlog at the checkpoint is gone; jumping to the source head and running a full reconcile (recovery.on_purged = \"reconcile\")", "checkpoint", cp.Pos.String(), "err", err)
+			mon.m.PurgedRecoveries.Inc()
+			if err := env.ckpt.Reset(ctx, "dialsync", "binlog purged past the checkpoint: automatic recovery (recovery.on_purged = reconcile)"); err != nil {
+				return err
+			}
+			found = false
+		}
+	}
+
+	loop := env.newLoop(log, mon)
+	mon.loop.Store(loop)
 	// The claim -> user map as of the checkpoint (see internal/apply). A
 	// bootstrap, or a checkpoint an operator moved, starts from the lookup
 	// server's current claims, stored with the next checkpoint.
@@ -91,9 +138,11 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	} else {
 		loop.SetOwners(owners, false)
 	}
+
 	loopErr := make(chan error, 1)
 	go func() { loopErr <- loop.Run(ctx) }()
 
+	rec := env.newReconciler(loop, log)
 	from := cp.Pos
 	if !found {
 		// Bootstrap (BRIEF section 5): record the source position FIRST,
@@ -105,19 +154,26 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return fmt.Errorf("bootstrap: read source head: %w", err)
 		}
 		log.Info("no checkpoint: bootstrapping", "from", from.String())
-		rec := env.newReconciler(loop, log)
-		sum, err := rec.Run(ctx, reconcile.Options{Trigger: "bootstrap"})
+		sum, err := rec.Run(ctx, reconcile.Options{Trigger: metrics.TriggerBootstrap})
 		if err != nil {
 			return fmt.Errorf("bootstrap reconcile: %w", err)
 		}
+		mon.onReconcile(metrics.TriggerBootstrap, sum)
 		log.Info("bootstrap reconcile done", "users", sum.Users, "entered", sum.Entered, "left", sum.Left, "changed", sum.Changed, "took", sum.Took.Round(time.Millisecond))
 		if err := loop.Do(ctx, func(ctx context.Context) error { return env.ckpt.Save(ctx, from, owners) }); err != nil {
 			return fmt.Errorf("bootstrap: store start position: %w", err)
 		}
+	} else if cfg.Reconcile.OnStart == "always" {
+		go runReconcile(ctx, rec, mon, log, metrics.TriggerSchedule)
 	}
+
+	go scheduled(ctx, cfg.Reconcile.Interval.Duration(), func() { runReconcile(ctx, rec, mon, log, metrics.TriggerSchedule) })
+	go scheduled(ctx, cfg.Housekeeping.Interval.Duration(), func() { housekeep(ctx, env, log) })
 
 	streamErr := make(chan error, 1)
 	go func() {
+		mon.streaming.Store(true)
+		defer mon.streaming.Store(false)
 		streamErr <- canal.Run(ctx, env.canalCfg, from, loop.Submit)
 	}()
 
@@ -125,7 +181,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	select {
 	case err := <-streamErr:
 		if err != nil {
-			runErr = fmt.Errorf("binlog: %w", err)
+			runErr = env.explainStreamError(err)
 		}
 		cancel(runErr)
 		if err := <-loopErr; err != nil && runErr == nil {
@@ -148,10 +204,130 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	return nil
 }
 
+// scheduled calls fn every interval (never when interval is 0).
+func scheduled(ctx context.Context, interval time.Duration, fn func()) {
+	if interval <= 0 {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn()
+		}
+	}
+}
+
+// runReconcile runs a full reconcile through the apply loop. Its chunks
+// interleave with streamed batches, so streaming goes on meanwhile.
+func runReconcile(ctx context.Context, rec *reconcile.Reconciler, mon *monitor, log *slog.Logger, trigger string) {
+	sum, err := rec.Run(ctx, reconcile.Options{Trigger: trigger})
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Error("scheduled reconcile failed; the next one will retry", "err", err)
+		}
+		return
+	}
+	mon.onReconcile(trigger, sum)
+}
+
+// housekeep prunes old checkpoint history and dead letters.
+func housekeep(ctx context.Context, e *env, log *slog.Logger) {
+	h, d, err := e.queue.Prune(ctx, e.cfg.Housekeeping.Retain.Duration())
+	if err != nil {
+		log.Warn("housekeeping failed; will retry", "err", err)
+		return
+	}
+	if h+d > 0 {
+		log.Info("housekeeping", "history_pruned", h, "dead_letters_pruned", d)
+	}
+}
+
+// checkSameServer refuses a lookup server that is not the binlog server:
+// only the server whose binlog we read guarantees a row is visible when its
+// event arrives (BRIEF invariant 3).
+func (e *env) checkSameServer(ctx context.Context) error {
+	lk := e.cfg.EffectiveLookup()
+	id, err := e.lookup.ServerUUID(ctx)
+	if err != nil {
+		return err
+	}
+	e.ckpt.SetServerUUID(id)
+	if lk.Addr == e.cfg.Source.Addr {
+		return nil
+	}
+	src, err := lookup.Open(ctx, lookup.Config{
+		Addr: e.cfg.Source.Addr, User: e.cfg.Source.User, Password: e.cfg.Source.Password,
+		Database: e.cfg.Source.Database, TLS: e.canalCfg.TLS,
+	}, e.log)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	srcID, err := src.ServerUUID(ctx)
+	if err != nil {
+		return err
+	}
+	if srcID != id {
+		return usagef("lookup.addr %s is not the binlog server source.addr %s (%s vs %s): lookups must run on the server whose binlog is read; remove [lookup] addr or point it at the same server",
+			lk.Addr, e.cfg.Source.Addr, id, srcID)
+	}
+	return nil
+}
+
+// checkPositionOnServer fails when the checkpoint's binlog file is gone
+// from the server (purged), with the recovery command. It only judges
+// checkpoints taken on this server: after a failover the file names differ
+// and the GTID set decides (the server refuses a purged GTID, see
+// explainStreamError).
+func (e *env) checkPositionOnServer(ctx context.Context, pos canal.Position) error {
+	if pos.File == "" {
+		return nil
+	}
+	logs, err := e.lookup.BinaryLogs(ctx)
+	if err != nil || len(logs) == 0 {
+		return nil // check reports missing grants; the stream will fail loudly if need be
+	}
+	if _, ok := lookup.BytesBehind(logs, pos.File, pos.Pos); ok {
+		return nil
+	}
+	if pos.File > logs[len(logs)-1].Name {
+		return nil // a newer file than this server has: another server's name space
+	}
+	return positionGone(pos, fmt.Sprintf("%s:4 (oldest binlog on the server)", logs[0].Name))
+}
+
+func positionGone(pos canal.Position, oldest string) error {
+	return fmt.Errorf("binlog purged past the checkpoint: checkpoint %s is no longer on the source; oldest available: %s. "+
+		"Recover with `dialsync checkpoint reset --to-head --reason \"binlog purged\"` (jumps to the head and reconciles the queue), "+
+		"or set recovery.on_purged = \"reconcile\" to do this automatically", pos, oldest)
+}
+
+// explainStreamError turns a binlog stream failure into an operator's
+// message with the recovery command.
+func (e *env) explainStreamError(err error) error {
+	if errors.Is(err, canal.ErrPositionGone) {
+		oldest := "unknown"
+		if logs, lerr := e.lookup.BinaryLogs(context.Background()); lerr == nil && len(logs) > 0 {
+			oldest = logs[0].Name + ":4"
+		}
+		return fmt.Errorf("%w (%v)", positionGone(e.lastPosition(), oldest), err)
+	}
+	return fmt.Errorf("binlog: %w", err)
+}
+
+func (e *env) lastPosition() canal.Position {
+	cp, _, err := e.ckpt.Load(context.Background())
+	if err != nil {
+		return canal.Position{}
+	}
+	return cp.Pos
+}
+
 func leaseHolderName() string {
 	h, _ := os.Hostname()
 	return fmt.Sprintf("%s/pid-%d", h, os.Getpid())
 }
-
-var _ = slog.Default
-var _ = apply.New

@@ -24,6 +24,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"dialsync/canal"
@@ -62,9 +63,17 @@ type BatchStats struct {
 	Txns, Changes, Users, Keys, Notices int
 	QueueChanges                        []queue.Change
 	Unresolved                          int
-	Checkpoint                          canal.Position // zero when the batch ended inside a large transaction
-	NewestCommit                        time.Time
-	Stages                              [5]time.Duration // lookup, postgres, redis, nats, checkpoint
+	// Rows counts changes by table and operation.
+	Rows         map[RowKey]int
+	Checkpoint   canal.Position // zero when the batch ended inside a large transaction
+	NewestCommit time.Time
+	Stages       [5]time.Duration // lookup, postgres, redis, nats, checkpoint
+}
+
+// RowKey is a (table, operation) pair of BatchStats.Rows.
+type RowKey struct {
+	Table string
+	Op    canal.Op
 }
 
 // Stage indexes of BatchStats.Stages.
@@ -106,6 +115,7 @@ type Loop struct {
 
 	mu      sync.Mutex
 	pending int           // bytes submitted and not yet applied
+	queued  atomic.Int64  // transactions submitted and not yet applied
 	space   chan struct{} // signalled when pending shrinks
 
 	// Loop-goroutine state.
@@ -180,6 +190,7 @@ func (l *Loop) Submit(ctx context.Context, t *canal.Txn) error {
 	}
 	select {
 	case l.in <- item{txn: t}:
+		l.queued.Add(1)
 		return nil
 	case <-ctx.Done():
 		l.release(t.Bytes)
@@ -196,6 +207,9 @@ func (l *Loop) release(n int) {
 	default:
 	}
 }
+
+// Pending is the number of transactions submitted and not yet applied.
+func (l *Loop) Pending() int64 { return l.queued.Load() }
 
 // Do runs fn on the loop goroutine, between batches, after every transaction
 // submitted before it was applied; it returns fn's error. Reconcile chunks
@@ -249,6 +263,7 @@ func (l *Loop) Run(ctx context.Context) error {
 			// second signal, which kills the process, cuts it short.
 			err := l.apply(context.WithoutCancel(ctx), ctx, batch)
 			l.release(bytes)
+			l.queued.Add(-int64(len(batch)))
 			if err != nil {
 				return err
 			}
@@ -342,8 +357,7 @@ type touch struct {
 // calls (not cancelled by a stop signal); stop ends retries of a batch whose
 // servers stay down once the process is asked to stop.
 func (l *Loop) apply(work, stop context.Context, batch []*canal.Txn) error {
-	var st BatchStats
-	st.Txns = len(batch)
+	st := BatchStats{Txns: len(batch), Rows: make(map[RowKey]int, 4)}
 
 	// Handlers: which users each change touches. Claims resolve through the
 	// claim -> user map AS OF the change's place in the binlog (the map is
@@ -375,6 +389,7 @@ func (l *Loop) apply(work, stop context.Context, batch []*canal.Txn) error {
 		for j := range t.Changes {
 			c := &t.Changes[j]
 			st.Changes++
+			st.Rows[RowKey{c.Table, c.Op}]++
 			l.res.Reset()
 			if err := handlers.Handle(c, &l.res); err != nil {
 				return fmt.Errorf("handle %s %s at %s (txn %s): %w: %w", c.Op, c.Table, t.End, t.ID(), ErrPoison, err)

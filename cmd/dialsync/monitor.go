@@ -1,0 +1,252 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"dialsync/canal"
+	"dialsync/internal/apply"
+	"dialsync/internal/lookup"
+	"dialsync/internal/metrics"
+	"dialsync/internal/queue"
+	"dialsync/internal/reconcile"
+)
+
+// monitor turns what the pipeline does into metrics and readiness. It is
+// fed by the apply loop's hooks and a once-a-second poll; it never changes
+// pipeline state.
+type monitor struct {
+	m      *metrics.Metrics
+	env    *env
+	log    *slog.Logger
+	maxLag time.Duration
+
+	leader      atomic.Bool
+	loop        atomic.Pointer[apply.Loop]
+	newest      atomic.Int64 // unix nanos of the newest applied source commit
+	lastSave    atomic.Int64 // unix nanos of the last checkpoint write
+	streaming   atomic.Bool  // the binlog reader is connected (set by run)
+	behindBytes atomic.Int64 // -1 when unknown
+
+	mu  sync.Mutex
+	pos canal.Position // last stored checkpoint
+}
+
+func newMonitor(e *env, m *metrics.Metrics, log *slog.Logger) *monitor {
+	o := &monitor{m: m, env: e, log: log, maxLag: e.cfg.Health.MaxLag.Duration()}
+	o.behindBytes.Store(-1)
+	m.SetBuildInfo(buildVersion())
+	m.InitTables("users", "user_addresses", "claims", "claim_requirements", "claim_vehicle_packages")
+	return o
+}
+
+func (o *monitor) setLeader(epoch int64) {
+	o.leader.Store(true)
+	o.m.Leader.Set(1)
+	o.m.Epoch.Set(float64(epoch))
+}
+
+// onApplied is apply.Config.OnApplied.
+func (o *monitor) onApplied(st apply.BatchStats) {
+	m := o.m
+	m.Transactions.Add(float64(st.Txns))
+	m.BatchTxns.Observe(float64(st.Txns))
+	m.BatchRows.Observe(float64(st.Changes))
+	if st.Changes == 0 {
+		m.IgnoredTransactions.Add(float64(st.Txns))
+	}
+	for k, n := range st.Rows {
+		m.RowChanges.WithLabelValues(k.Table, k.Op.String()).Add(float64(n))
+	}
+	for i, d := range st.Stages {
+		if d > 0 {
+			m.StageSeconds.WithLabelValues(apply.StageNames[i]).Observe(d.Seconds())
+		}
+	}
+	queueNotices := 0
+	for _, ch := range st.QueueChanges {
+		m.QueueChanges.WithLabelValues(ch.Kind.String()).Inc()
+		queueNotices++
+		switch ch.Kind {
+		case queue.Entered:
+			m.QueueSize.Inc()
+		case queue.Left:
+			m.QueueSize.Dec()
+		}
+	}
+	if queueNotices > 0 {
+		m.NoticesPublished.WithLabelValues("dialsync.queue").Add(float64(queueNotices))
+	}
+	if n := st.Notices - queueNotices; n > 0 {
+		m.NoticesPublished.WithLabelValues("dialsync.user.changed").Add(float64(n))
+	}
+	m.KeysDeleted.Add(float64(st.Keys))
+	if st.Unresolved > 0 {
+		m.UnresolvedChanges.WithLabelValues("claim_requirements|claim_vehicle_packages").Add(float64(st.Unresolved))
+	}
+	if !st.NewestCommit.IsZero() {
+		o.newest.Store(st.NewestCommit.UnixNano())
+		m.LastAppliedTimestamp.Set(float64(st.NewestCommit.Unix()))
+	}
+	if !st.Checkpoint.IsZero() {
+		now := time.Now()
+		o.lastSave.Store(now.UnixNano())
+		m.CheckpointTimestamp.Set(float64(now.Unix()))
+		o.mu.Lock()
+		o.pos = st.Checkpoint
+		o.mu.Unlock()
+	}
+}
+
+// onRetry is apply.Config.OnRetry: a failed attempt of a stage.
+func (o *monitor) onRetry(op string, _ error) {
+	stage, server := stageOf(op)
+	o.m.Retries.WithLabelValues(stage, server).Inc()
+	o.m.Errors.WithLabelValues(stage, server).Inc()
+}
+
+func stageOf(op string) (stage, server string) {
+	switch {
+	case strings.Contains(op, "lookup"), strings.Contains(op, "rule"):
+		return metrics.StageLookup, "mysql"
+	case strings.Contains(op, "queue"), strings.Contains(op, "outbox"):
+		return metrics.StagePostgres, "postgres"
+	case strings.Contains(op, "cache"):
+		return metrics.StageRedis, "redis"
+	case strings.Contains(op, "publish"):
+		return metrics.StageNATS, "nats"
+	case strings.Contains(op, "checkpoint"):
+		return metrics.StageCheckpoint, "postgres"
+	}
+	return "other", "unknown"
+}
+
+// onReconcile records a reconcile run.
+func (o *monitor) onReconcile(trigger string, s reconcile.Summary) {
+	o.m.ReconcileRuns.WithLabelValues(trigger).Inc()
+	o.m.ReconcileSeconds.Observe(s.Took.Seconds())
+	o.m.ReconcileDrift.WithLabelValues(metrics.KindEntered).Set(float64(s.Entered))
+	o.m.ReconcileDrift.WithLabelValues(metrics.KindLeft).Set(float64(s.Left))
+	o.m.ReconcileDrift.WithLabelValues(metrics.KindChanged).Set(float64(s.Changed))
+	o.m.QueueSize.Set(float64(s.Queued))
+}
+
+// lag is the time since the newest applied commit while anything is
+// behind (transactions waiting in the loop, or binlog bytes not yet read),
+// and zero when caught up. Source heartbeats keep the reader connected on
+// an idle source, so "nothing pending" really means caught up.
+func (o *monitor) lag() time.Duration {
+	loop := o.loop.Load()
+	pending := loop != nil && loop.Pending() > 0
+	if !pending && o.behindBytes.Load() <= 0 {
+		return 0
+	}
+	newest := o.newest.Load()
+	if newest == 0 {
+		return 0
+	}
+	return max(0, time.Since(time.Unix(0, newest)))
+}
+
+// poll updates the gauges that need a look at the servers.
+func (o *monitor) poll(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if ls := o.lastSave.Load(); ls != 0 {
+			o.m.CheckpointAgeSeconds.Set(time.Since(time.Unix(0, ls)).Seconds())
+		}
+		if i%5 == 0 && o.env.lookup != nil {
+			o.pollSource(ctx)
+		}
+		o.m.LagSeconds.Set(o.lag().Seconds())
+	}
+}
+
+func (o *monitor) pollSource(ctx context.Context) {
+	o.mu.Lock()
+	pos := o.pos
+	o.mu.Unlock()
+	if pos.File == "" {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	logs, err := o.env.lookup.BinaryLogs(cctx)
+	if err != nil {
+		return
+	}
+	if b, ok := lookup.BytesBehind(logs, pos.File, pos.Pos); ok {
+		o.behindBytes.Store(int64(b))
+		o.m.BehindBytes.Set(float64(b))
+	}
+}
+
+// ready is /readyz: a standby is ready (it is doing its job: waiting); a
+// leader is ready when every server answers and lag is under health.max_lag.
+func (o *monitor) ready(ctx context.Context) (bool, any) {
+	type check struct {
+		OK     bool   `json:"ok"`
+		Detail string `json:"detail,omitempty"`
+	}
+	checks := map[string]check{}
+	if !o.leader.Load() {
+		checks["role"] = check{OK: true, Detail: "standby: waiting for the pipeline lease"}
+		return true, checks
+	}
+	checks["role"] = check{OK: true, Detail: "leader"}
+	ok := true
+	add := func(name string, err error) {
+		if err != nil {
+			ok = false
+			checks[name] = check{Detail: redactErr(err, o.env.cfg).Error()}
+			return
+		}
+		checks[name] = check{OK: true}
+	}
+	e := o.env
+	if e.pool != nil {
+		add("postgres", e.pool.Ping(ctx))
+	}
+	if e.lookup != nil {
+		add("mysql", e.lookup.Ping(ctx))
+	}
+	if e.cache != nil {
+		add("redis", e.cache.Ping(ctx))
+	}
+	if e.pub != nil {
+		var err error
+		if !e.pub.Healthy() {
+			err = errNotConnected
+		}
+		add("nats", err)
+	}
+	if !o.streaming.Load() {
+		ok = false
+		checks["binlog"] = check{Detail: "binlog reader not streaming (bootstrapping or reconnecting)"}
+	} else {
+		checks["binlog"] = check{OK: true}
+	}
+	if lag := o.lag(); o.maxLag > 0 && lag > o.maxLag {
+		ok = false
+		checks["lag"] = check{Detail: "lag " + lag.Round(time.Millisecond).String() + " over health.max_lag " + o.maxLag.String()}
+	} else {
+		checks["lag"] = check{OK: true, Detail: lag.Round(time.Millisecond).String()}
+	}
+	return ok, checks
+}
+
+type constErr string
+
+func (e constErr) Error() string { return string(e) }
+
+const errNotConnected = constErr("not connected")

@@ -1,0 +1,134 @@
+package chaos
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// dialsync runs `dialsync run` as a child process under a small supervisor:
+// when the process exits by itself (it does so when a dependency is down at
+// start-up, or when it loses its lease), it is started again after a short
+// pause, as systemd's Restart=always or a Kubernetes restart would. Such
+// exits are counted and reported; they are not failures in themselves.
+type dialsync struct {
+	bin, cfg, logPath string
+	logf             *os.File
+
+	mu        sync.Mutex
+	cmd       *exec.Cmd
+	done      chan struct{}
+	wantUp    bool
+	runs      int
+	selfExits []string // "exit code N after Ts"
+	startErrs int
+}
+
+func newDialsync(bin, cfg, logPath string) (*dialsync, error) {
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open dialsync log: %w", err)
+	}
+	return &dialsync{bin: bin, cfg: cfg, logPath: logPath, logf: f}, nil
+}
+
+// start launches the process and keeps it up until kill or stop.
+func (d *dialsync) start() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.wantUp = true
+	if d.cmd == nil {
+		d.launchLocked()
+	}
+}
+
+func (d *dialsync) launchLocked() {
+	fmt.Fprintf(d.logf, "{\"chaos\":\"start run %d\",\"time\":%q}\n", d.runs+1, time.Now().Format(time.RFC3339Nano))
+	cmd := exec.Command(d.bin, "run", "--config", d.cfg)
+	// An *os.File is handed to the child as its fd: no copying goroutine,
+	// and the output survives a kill -9.
+	cmd.Stdout, cmd.Stderr = d.logf, d.logf
+	if err := cmd.Start(); err != nil {
+		d.startErrs++
+		time.AfterFunc(300*time.Millisecond, d.relaunch)
+		return
+	}
+	d.runs++
+	done := make(chan struct{})
+	d.cmd, d.done = cmd, done
+	started := time.Now()
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.cmd != cmd {
+			return // killed or stopped on purpose
+		}
+		d.cmd = nil
+		d.selfExits = append(d.selfExits, fmt.Sprintf("exit code %d after %s", cmd.ProcessState.ExitCode(), time.Since(started).Round(time.Millisecond)))
+		if d.wantUp {
+			time.AfterFunc(300*time.Millisecond, d.relaunch)
+		}
+	}()
+}
+
+func (d *dialsync) relaunch() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.wantUp && d.cmd == nil {
+		d.launchLocked()
+	}
+}
+
+// signal sends sig to the running process (if any), waits for it to exit
+// and leaves it down; it returns the exit code (-1 when none was running).
+func (d *dialsync) signal(sig syscall.Signal) int {
+	d.mu.Lock()
+	d.wantUp = false
+	cmd, done := d.cmd, d.done
+	d.cmd = nil
+	d.mu.Unlock()
+	if cmd == nil {
+		return -1
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+	return cmd.ProcessState.ExitCode()
+}
+
+// kill is kill -9: a crash at a random moment.
+func (d *dialsync) kill() { d.signal(syscall.SIGKILL) }
+
+// stop is a clean shutdown (SIGTERM); it returns the exit code.
+func (d *dialsync) stop() int { return d.signal(syscall.SIGTERM) }
+
+func (d *dialsync) stats() (runs int, selfExits []string, startErrs int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.runs, append([]string(nil), d.selfExits...), d.startErrs
+}
+
+func (d *dialsync) close() { _ = d.logf.Close() }
+
+// logTail is the end of the combined log of every run.
+func (d *dialsync) logTail(lines int) string {
+	b, err := os.ReadFile(d.logPath)
+	if err != nil {
+		return err.Error()
+	}
+	ls := strings.Split(string(b), "\n")
+	if len(ls) > lines {
+		ls = ls[len(ls)-lines:]
+	}
+	return strings.Join(ls, "\n")
+}
