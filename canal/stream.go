@@ -244,7 +244,7 @@ func canalConfig(cfg Config, fillZeroLogPos bool) *gocanal.Config {
 		// from the last accepted position, with backoff.
 		DisableRetrySync: true,
 		TLSConfig:        cfg.TLS,
-		Logger:           cfg.Logger.With("component", "go-mysql"),
+		Logger:           goMySQLLogger(cfg.Logger),
 		Dialer:           d.DialContext,
 		Localhost:        "dialsync",
 		EventCacheCount:  cfg.EventBuffer,

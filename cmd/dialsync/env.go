@@ -173,13 +173,7 @@ func openEnv(ctx context.Context, cfg *config.Config, log *slog.Logger) (*env, e
 // connectSinks connects the lookup server, Redis and NATS.
 func (e *env) connectSinks(ctx context.Context) error {
 	cfg, log := e.cfg, e.log
-	lk := cfg.EffectiveLookup()
-	var err error
-	e.lookup, err = lookup.Open(ctx, lookup.Config{
-		Addr: lk.Addr, User: lk.User, Password: lk.Password, Database: lk.Database,
-		TLS: e.canalCfg.TLS, QueueSQL: cfg.Rules.QueueSQL,
-	}, log)
-	if err != nil {
+	if err := e.connectLookup(ctx); err != nil {
 		return err
 	}
 	redisTLS, err := tlsFor("redis", cfg.Redis.TLSConfig, hostOf(cfg.Redis.Addr), log)
@@ -208,6 +202,18 @@ func (e *env) connectSinks(ctx context.Context) error {
 	return err
 }
 
+// connectLookup connects only the lookup server (read-only commands such
+// as reconcile --dry-run need nothing else).
+func (e *env) connectLookup(ctx context.Context) error {
+	lk := e.cfg.EffectiveLookup()
+	var err error
+	e.lookup, err = lookup.Open(ctx, lookup.Config{
+		Addr: lk.Addr, User: lk.User, Password: lk.Password, Database: lk.Database,
+		TLS: e.canalCfg.TLS, QueueSQL: e.cfg.Rules.QueueSQL,
+	}, e.log)
+	return err
+}
+
 // newLoop builds the apply loop; mon (may be nil) receives its hooks.
 func (e *env) newLoop(log *slog.Logger, mon *monitor) *apply.Loop {
 	a := e.cfg.Apply
@@ -217,8 +223,11 @@ func (e *env) newLoop(log *slog.Logger, mon *monitor) *apply.Loop {
 		onApplied, onRetry = mon.onApplied, mon.onRetry
 	}
 	return apply.New(apply.Config{
-		OnApplied:     onApplied,
-		OnRetry:       onRetry,
+		OnApplied: onApplied,
+		OnRetry:   onRetry,
+		DeadLetter: func(table string) bool {
+			return e.cfg.Tables.OnErrorFor(table) == config.OnErrorDeadLetter
+		},
 		Pipeline:      e.cfg.Pipeline.Name,
 		SubjectPrefix: e.cfg.NATS.SubjectPrefix,
 		MaxBatchTxns:  a.MaxBatchTxns,
@@ -229,6 +238,7 @@ func (e *env) newLoop(log *slog.Logger, mon *monitor) *apply.Loop {
 		Keys:          e.keys,
 	}, apply.Deps{
 		Lookup: e.lookup, Queue: e.queue, Cache: e.cache, Publisher: e.pub, Checkpoint: e.ckpt,
+		DeadLetters: deadLetters{e.queue},
 	}, log.With("component", "apply"))
 }
 
@@ -278,4 +288,14 @@ func redactErr(err error, cfg *config.Config) error {
 		}
 	}
 	return errors.New(msg)
+}
+
+// deadLetters stores the apply loop's dead letters in PostgreSQL.
+type deadLetters struct{ q *pgstore.Queue }
+
+func (d deadLetters) AddDeadLetter(ctx context.Context, dl apply.DeadLetter) error {
+	return d.q.AddDeadLetter(ctx, pgstore.DeadLetter{
+		File: dl.End.File, Pos: dl.End.Pos, GTID: dl.GTID, Table: dl.Table,
+		PrimaryKey: dl.PrimaryKey, Seq: dl.Seq, Error: dl.Op.String() + ": " + dl.Err,
+	})
 }

@@ -85,6 +85,9 @@ func (o *monitor) onApplied(st apply.BatchStats) {
 		m.NoticesPublished.WithLabelValues("dialsync.user.changed").Add(float64(n))
 	}
 	m.KeysDeleted.Add(float64(st.Keys))
+	for _, d := range st.DeadLetters {
+		m.DeadLetters.WithLabelValues(d.Table).Inc()
+	}
 	if st.Unresolved > 0 {
 		m.UnresolvedChanges.WithLabelValues("claim_requirements|claim_vehicle_packages").Add(float64(st.Unresolved))
 	}

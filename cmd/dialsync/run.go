@@ -64,7 +64,8 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var lease *checkpoint.Lease
 	if cfg.HA.Enabled {
 		log.Info("standby: waiting for the pipeline lease", "holder", holder)
-		lease, err = checkpoint.AcquireLease(ctx, env.pgDSN, cfg.Postgres.Schema, cfg.Pipeline.Name, holder, log)
+		lease, err = checkpoint.AcquireLeaseWith(ctx, env.pgDSN, cfg.Postgres.Schema, cfg.Pipeline.Name, holder,
+			checkpoint.LeaseOptions{CheckInterval: cfg.HA.LeaseCheck.Duration()}, log)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -92,7 +93,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		go func() {
 			select {
 			case <-lease.Lost():
-				cancel(errors.New("lost the pipeline lease (another instance may have taken over): stopping without writing"))
+				cancel(fmt.Errorf("lost the pipeline lease (another instance may have taken over): stopping without writing: %w", lease.Err()))
 			case <-ctx.Done():
 			}
 		}()

@@ -56,6 +56,9 @@ type Config struct {
 	OnApplied func(BatchStats)
 	// OnRetry, when set, is called for every failed attempt of a stage.
 	OnRetry func(op string, err error)
+	// DeadLetter says whether a table's rows that cannot be processed go to
+	// dead letters (true) or halt the pipeline (false, and when nil).
+	DeadLetter func(table string) bool
 }
 
 // BatchStats describes one applied batch.
@@ -63,6 +66,7 @@ type BatchStats struct {
 	Txns, Changes, Users, Keys, Notices int
 	QueueChanges                        []queue.Change
 	Unresolved                          int
+	DeadLetters                         []DeadLetter
 	// Rows counts changes by table and operation.
 	Rows         map[RowKey]int
 	Checkpoint   canal.Position // zero when the batch ended inside a large transaction
@@ -95,6 +99,8 @@ type Deps struct {
 	Cache      Cache
 	Publisher  Publisher
 	Checkpoint Checkpointer
+	// DeadLetters is required when Config.DeadLetter can say yes.
+	DeadLetters DeadLetters
 }
 
 type item struct {
@@ -392,7 +398,14 @@ func (l *Loop) apply(work, stop context.Context, batch []*canal.Txn) error {
 			st.Rows[RowKey{c.Table, c.Op}]++
 			l.res.Reset()
 			if err := handlers.Handle(c, &l.res); err != nil {
-				return fmt.Errorf("handle %s %s at %s (txn %s): %w: %w", c.Op, c.Table, t.End, t.ID(), ErrPoison, err)
+				if l.cfg.DeadLetter == nil || !l.cfg.DeadLetter(c.Table) {
+					return fmt.Errorf("handle %s %s at %s (txn %s): %w: %w", c.Op, c.Table, t.End, t.ID(), ErrPoison, err)
+				}
+				st.DeadLetters = append(st.DeadLetters, DeadLetter{End: t.End, GTID: t.GTID, Txn: t.ID(),
+					Table: c.Table, Op: c.Op, Seq: j, PrimaryKey: primaryKey(c), Err: err.Error()})
+				l.log.Warn("row set aside as a dead letter (tables.on_error = dead_letter)",
+					"table", c.Table, "op", c.Op.String(), "pos", t.End.String(), "txn", t.ID(), "err", err)
+				continue
 			}
 			for _, r := range l.res.Refs {
 				switch r.Kind {
@@ -481,6 +494,13 @@ func (l *Loop) apply(work, stop context.Context, batch []*canal.Txn) error {
 	users = dedupe(users)
 	st.Users = len(users)
 
+	// Dead letters are durable before anything moves past them.
+	for _, d := range st.DeadLetters {
+		if err := l.retry(stop, "record dead letter", func() error { return l.deps.DeadLetters.AddDeadLetter(work, d) }); err != nil {
+			return err
+		}
+	}
+
 	// 1. PostgreSQL: recompute and write the queue rows of touched users.
 	var rows []queue.Row
 	if len(users) > 0 {
@@ -560,6 +580,22 @@ func (l *Loop) apply(work, stop context.Context, batch []*canal.Txn) error {
 			clear(l.partial)
 		}
 	}
+	for _, d := range st.DeadLetters {
+		t := batch[0]
+		for _, bt := range batch {
+			if bt.ID() == d.Txn {
+				t = bt
+			}
+		}
+		m, err := notice.NewDeadLetter(l.src, l.cfg.SubjectPrefix, t.CommitTime, notice.DeadLetter{
+			Table: d.Table, Operation: d.Op.String(), Seq: d.Seq, Error: d.Err,
+			Source: notice.SourcePosition{File: d.End.File, Pos: d.End.Pos, GTID: d.GTID, Txn: d.Txn},
+		})
+		if err != nil {
+			return fmt.Errorf("encode dead letter notice: %w", err)
+		}
+		msgs = append(msgs, m)
+	}
 	msgs = dedupeMsgs(msgs)
 	st.Notices = len(msgs)
 	if len(msgs) > 0 {
@@ -595,6 +631,25 @@ func (l *Loop) apply(work, stop context.Context, batch []*canal.Txn) error {
 		l.cfg.OnApplied(st)
 	}
 	return nil
+}
+
+// primaryKey is the row's id (column 0 of every tracked table's spec) as
+// text when it is an integer; ids are not row values worth hiding.
+func primaryKey(c *canal.Change) string {
+	row := c.After
+	if row == nil {
+		row = c.Before
+	}
+	if len(row) == 0 {
+		return ""
+	}
+	switch v := row[0].(type) {
+	case int64:
+		return strconv.FormatInt(v, 10)
+	case uint64:
+		return strconv.FormatUint(v, 10)
+	}
+	return ""
 }
 
 // userNotice makes the user.changed notice of (t, user). Sorting makes the

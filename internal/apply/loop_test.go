@@ -419,3 +419,46 @@ func TestOwnerAsOfBinlogPosition(t *testing.T) {
 		t.Fatalf("stored owners = %v", f.storedOwners)
 	}
 }
+
+type fakeDL struct{ got []DeadLetter }
+
+func (f *fakeDL) AddDeadLetter(_ context.Context, d DeadLetter) error {
+	f.got = append(f.got, d)
+	return nil
+}
+
+// With a dead-letter policy a poison row is recorded and announced, and the
+// stream goes on past it.
+func TestDeadLetterPolicy(t *testing.T) {
+	f := newFakes()
+	dl := &fakeDL{}
+	keys, _ := handlers.NewKeys("", handlers.DefaultUserKeyTemplates, handlers.DefaultQueueKeys)
+	applied := make(chan BatchStats, 10)
+	l := New(Config{Pipeline: "p", Keys: keys, OnApplied: func(s BatchStats) { applied <- s },
+		DeadLetter: func(table string) bool { return table == "users" }},
+		Deps{Lookup: f, Queue: f, Cache: f, Publisher: f, Checkpoint: f, DeadLetters: dl},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	runLoop(t, l)
+	bad := canal.Change{Table: "users", Op: canal.Insert, After: canal.Row{"secret-value"}}
+	if err := l.Submit(context.Background(), txn("0-1-4", 400, bad, userUpdate(8, "status"))); err != nil {
+		t.Fatal(err)
+	}
+	st := <-applied
+	if len(dl.got) != 1 || dl.got[0].Table != "users" || dl.got[0].Seq != 0 || dl.got[0].End.Pos != 400 {
+		t.Fatalf("dead letters = %+v", dl.got)
+	}
+	if strings.Contains(dl.got[0].Err, "secret-value") {
+		t.Fatalf("dead letter error carries a row value: %s", dl.got[0].Err)
+	}
+	if st.Checkpoint.Pos != 400 {
+		t.Fatalf("checkpoint = %v: the stream must go on", st.Checkpoint)
+	}
+	var types []string
+	for _, m := range f.pubs {
+		ev, _ := notice.Decode(m.Data)
+		types = append(types, ev.Type)
+	}
+	if !slices.Contains(types, notice.TypeDeadLetter) || !slices.Contains(types, notice.TypeUserChanged) {
+		t.Fatalf("notices = %v", types)
+	}
+}

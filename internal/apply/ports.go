@@ -59,3 +59,21 @@ type Cache interface {
 type Publisher interface {
 	Publish(ctx context.Context, msgs []notice.Message) error
 }
+
+// DeadLetter is a row change set aside under its table's dead-letter
+// policy. It names the change, never its values.
+type DeadLetter struct {
+	End        canal.Position // the transaction's end (a piece's start for a large one)
+	GTID       string
+	Txn        string // the transaction's identity (notice ids)
+	Table      string
+	Op         canal.Op
+	Seq        int    // the change's index within its transaction
+	PrimaryKey string // the row's id when it could be read
+	Err        string
+}
+
+// DeadLetters records dead letters durably; recording one twice is a no-op.
+type DeadLetters interface {
+	AddDeadLetter(ctx context.Context, d DeadLetter) error
+}

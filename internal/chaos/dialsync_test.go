@@ -17,7 +17,7 @@ import (
 // exits are counted and reported; they are not failures in themselves.
 type dialsync struct {
 	bin, cfg, logPath string
-	logf             *os.File
+	logf              *os.File
 
 	mu        sync.Mutex
 	cmd       *exec.Cmd

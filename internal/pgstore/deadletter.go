@@ -21,9 +21,12 @@ type DeadLetter struct {
 	// text (for example "42" or "42,7").
 	Table      string
 	PrimaryKey string
-	Error      string          // why it failed
-	RowImage   json.RawMessage // the row as JSON, nil unless the config allows row values
-	RetriedAt  *time.Time      // when an operator retried it; nil if never
+	// Seq is the change's index within its transaction: with the position
+	// it identifies the row change, so recording it twice is a no-op.
+	Seq       int
+	Error     string          // why it failed
+	RowImage  json.RawMessage // the row as JSON, nil unless the config allows row values
+	RetriedAt *time.Time      // when an operator retried it; nil if never
 }
 
 // AddDeadLetter records d for this pipeline.
@@ -37,9 +40,10 @@ func (q *Queue) AddDeadLetter(ctx context.Context, d DeadLetter) error {
 		img = string(d.RowImage) // sent as text, parsed by PostgreSQL's jsonb input
 	}
 	_, err := q.pool.Exec(ctx, `INSERT INTO `+q.deadLetters+`
-		(pipeline, at, file, pos, gtid, table_name, primary_key, error, row_image)
-		VALUES ($1, COALESCE($2::timestamptz, now()), $3, $4, $5, $6, $7, $8, $9::jsonb)`,
-		q.pipeline, at, d.File, int64(d.Pos), d.GTID, d.Table, d.PrimaryKey, d.Error, img)
+		(pipeline, at, file, pos, gtid, table_name, primary_key, error, row_image, seq)
+		VALUES ($1, COALESCE($2::timestamptz, now()), $3, $4, $5, $6, $7, $8, $9::jsonb, $10)
+		ON CONFLICT (pipeline, gtid, file, pos, table_name, seq) DO NOTHING`,
+		q.pipeline, at, d.File, int64(d.Pos), d.GTID, d.Table, d.PrimaryKey, d.Error, img, d.Seq)
 	if err != nil {
 		return fmt.Errorf("add dead letter (%s @ %s:%d): %w", d.Table, d.File, d.Pos, err)
 	}

@@ -34,6 +34,7 @@ type Bar struct {
 	done  int64
 	start time.Time
 	last  time.Time // last output
+	ended bool
 }
 
 // New starts a bar for total units (0: unknown, shown without percentage
@@ -45,14 +46,14 @@ func New(w io.Writer, label, unit string, total int64) *Bar {
 	return b
 }
 
-// IsTerminal reports whether w is a character device (a terminal).
+// IsTerminal reports whether w is a terminal (not merely a character
+// device: /dev/null is one too).
 func IsTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	if !ok {
 		return false
 	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	return isTerminal(f)
 }
 
 // SetTotal changes the total (when it becomes known or grows).
@@ -60,6 +61,9 @@ func (b *Bar) SetTotal(total int64) { b.total = total }
 
 // Set records that done units are complete and shows it when due.
 func (b *Bar) Set(done int64) {
+	if b.ended {
+		return
+	}
 	b.done = done
 	now := b.Now()
 	every := b.Every
@@ -78,8 +82,13 @@ func (b *Bar) Set(done int64) {
 	b.draw(now)
 }
 
-// Finish shows the final state and ends the terminal line.
+// Finish shows the final state and ends the terminal line. Later calls
+// (of Finish or Set) do nothing.
 func (b *Bar) Finish() {
+	if b.ended {
+		return
+	}
+	b.ended = true
 	now := b.Now()
 	if b.Terminal {
 		b.draw(now)

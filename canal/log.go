@@ -1,0 +1,73 @@
+package canal
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+)
+
+// oneLineHandler keeps go-mysql's log records to one line of text per
+// value: go-mysql logs its errors with their pingcap/errors stack traces
+// (for example "canal start sync binlog err" in canal/canal.go), which bury
+// the message an operator needs under dozens of file:line frames. Every
+// string or error attribute is cut at its first newline.
+type oneLineHandler struct{ inner slog.Handler }
+
+func (h oneLineHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.inner.Enabled(ctx, l)
+}
+
+func (h oneLineHandler) Handle(ctx context.Context, r slog.Record) error {
+	out := slog.NewRecord(r.Time, r.Level, firstLine(r.Message), r.PC)
+	r.Attrs(func(a slog.Attr) bool {
+		out.AddAttrs(oneLineAttr(a))
+		return true
+	})
+	return h.inner.Handle(ctx, out)
+}
+
+func (h oneLineHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	for i := range as {
+		as[i] = oneLineAttr(as[i])
+	}
+	return oneLineHandler{h.inner.WithAttrs(as)}
+}
+
+func (h oneLineHandler) WithGroup(name string) slog.Handler {
+	return oneLineHandler{h.inner.WithGroup(name)}
+}
+
+func oneLineAttr(a slog.Attr) slog.Attr {
+	v := a.Value.Resolve()
+	switch v.Kind() {
+	case slog.KindString:
+		return slog.String(a.Key, firstLine(v.String()))
+	case slog.KindAny:
+		if err, ok := v.Any().(error); ok {
+			return slog.String(a.Key, firstLine(err.Error()))
+		}
+		if s, ok := v.Any().(fmt.Stringer); ok {
+			return slog.String(a.Key, firstLine(s.String()))
+		}
+	case slog.KindGroup:
+		g := v.Group()
+		out := make([]any, len(g))
+		for i := range g {
+			out[i] = oneLineAttr(g[i])
+		}
+		return slog.Group(a.Key, out...)
+	}
+	return slog.Attr{Key: a.Key, Value: v}
+}
+
+// firstLine is s up to its first newline.
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
+// goMySQLLogger is the logger handed to go-mysql.
+func goMySQLLogger(l *slog.Logger) *slog.Logger {
+	return slog.New(oneLineHandler{l.Handler()}).With("component", "go-mysql")
+}

@@ -1,0 +1,200 @@
+package checkpoint
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"dialsync/canal"
+)
+
+// Short timings so the tests run in about a second each.
+var fastLease = LeaseOptions{CheckInterval: 100 * time.Millisecond, TTL: 600 * time.Millisecond, PollInterval: 50 * time.Millisecond}
+
+// pause simulates a paused leader (SIGSTOP): its monitor stops renewing,
+// but its session, and so its advisory lock, stays up.
+func pause(l *Lease) {
+	l.stopOnce.Do(func() { close(l.stop) })
+	l.wg.Wait()
+}
+
+// A paused leader keeps its lock; a standby deposes it once the heartbeat is
+// older than the TTL, takes over with a newer epoch, and the paused leader's
+// saves are fenced and fatal.
+func TestLeaseStaleHolderIsDeposed(t *testing.T) {
+	t.Parallel()
+	pool, connString := migrated(t)
+	ctx := context.Background()
+	l1, err := AcquireLeaseWith(ctx, connString, "dialsync", "main", "one", fastLease, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l1.Release(context.Background()) })
+	s1 := NewStore(pool, "dialsync", "main")
+	s1.SetEpoch(l1.Epoch())
+	p1 := canal.Position{GTIDSet: "0-1-10"}
+	if err := s1.Save(ctx, p1, nil); err != nil {
+		t.Fatal(err)
+	}
+	pause(l1)
+	paused := time.Now()
+
+	l2, err := AcquireLeaseWith(ctx, connString, "dialsync", "main", "two", fastLease, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l2.Release(context.Background()) })
+	took := time.Since(paused)
+	t.Logf("takeover %s after the leader paused (TTL %s)", took, fastLease.TTL)
+	if took < fastLease.TTL-fastLease.CheckInterval {
+		t.Fatalf("standby took over after %s, before the heartbeat could be %s old", took, fastLease.TTL)
+	}
+	if took > fastLease.TTL+time.Second {
+		t.Fatalf("standby took %s to depose a stale leader (TTL %s)", took, fastLease.TTL)
+	}
+	if l2.Epoch() != l1.Epoch()+1 {
+		t.Fatalf("epoch after takeover = %d; want %d", l2.Epoch(), l1.Epoch()+1)
+	}
+	if holder, epoch, held, _ := Holder(ctx, pool, "dialsync", "main"); !held || holder != "two" || epoch != l2.Epoch() {
+		t.Fatalf("Holder = %q, %d, %v; want two, %d, held", holder, epoch, held, l2.Epoch())
+	}
+	// The old leader's lock session was terminated.
+	if _, err := l1.conn.Exec(ctx, "SELECT 1"); err == nil {
+		t.Fatal("the deposed leader's lock connection still works")
+	}
+	// It wakes up and tries to move the checkpoint: fenced, and fatal to the
+	// apply loop (internal/apply.IsFatal looks for Fatal() bool).
+	err = s1.Save(ctx, canal.Position{GTIDSet: "0-1-99"}, nil)
+	if !errors.Is(err, ErrFenced) {
+		t.Fatalf("deposed leader save: %v; want ErrFenced", err)
+	}
+	var f interface{ Fatal() bool }
+	if !errors.As(err, &f) || !f.Fatal() {
+		t.Fatalf("ErrFenced (%v) does not report Fatal() == true", err)
+	}
+	if cp, _, _ := s1.Load(ctx); cp.Pos != p1 {
+		t.Fatalf("checkpoint = %v; want %v unchanged", cp.Pos, p1)
+	}
+}
+
+// A healthy leader renews its heartbeat, so a standby waits instead of
+// deposing it, however long it waits.
+func TestLeaseHealthyLeaderIsNotDeposed(t *testing.T) {
+	t.Parallel()
+	pool, connString := migrated(t)
+	ctx := context.Background()
+	l1, err := AcquireLeaseWith(ctx, connString, "dialsync", "main", "one", fastLease, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l1.Release(context.Background()) })
+	wait, cancel := context.WithTimeout(ctx, 4*fastLease.TTL)
+	defer cancel()
+	if _, err := AcquireLeaseWith(wait, connString, "dialsync", "main", "two", fastLease, testLogger(t)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("standby AcquireLease: %v; want it to wait until its deadline", err)
+	}
+	select {
+	case <-l1.Lost():
+		t.Fatalf("healthy leader lost its lease: %v", l1.Err())
+	default:
+	}
+	if _, epoch, held, _ := Holder(ctx, pool, "dialsync", "main"); !held || epoch != l1.Epoch() {
+		t.Fatalf("Holder: held=%v epoch=%d; want held at %d", held, epoch, l1.Epoch())
+	}
+	var age float64
+	if err := pool.QueryRow(ctx, `SELECT EXTRACT(EPOCH FROM now() - renewed_at) FROM dialsync.leases WHERE pipeline = 'main'`).Scan(&age); err != nil {
+		t.Fatal(err)
+	}
+	if time.Duration(age*float64(time.Second)) > fastLease.TTL/2 {
+		t.Fatalf("heartbeat is %.3fs old; the leader should renew every %s", age, fastLease.CheckInterval)
+	}
+}
+
+// A leader that cannot renew within the TTL (PostgreSQL stalled; here its
+// leases row is locked by another transaction) gives up on its own, because
+// a standby may take over at that point.
+func TestLeaseLeaderGivesUpWhenRenewalStalls(t *testing.T) {
+	t.Parallel()
+	pool, connString := migrated(t)
+	ctx := context.Background()
+	l, err := AcquireLeaseWith(ctx, connString, "dialsync", "main", "one", fastLease, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Release(context.Background()) })
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM dialsync.leases WHERE pipeline = 'main' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	stalled := time.Now()
+	select {
+	case <-l.Lost():
+	case <-time.After(3 * fastLease.TTL):
+		t.Fatal("leader kept the lease although it could not renew within the TTL")
+	}
+	if d := time.Since(stalled); d > fastLease.TTL+fastLease.CheckInterval {
+		t.Fatalf("leader gave up %s after the stall; want within TTL %s", d, fastLease.TTL)
+	}
+	if err := l.Err(); err == nil || !strings.Contains(err.Error(), "renew") {
+		t.Fatalf("Err() = %v; want a renewal failure", err)
+	}
+	_ = tx.Rollback(ctx)
+	// It closed its session; the backend, blocked on the row lock until
+	// now, notices the closed socket and ends, freeing the lock. (Had it
+	// stayed stuck, a standby would terminate it: the heartbeat is stale.)
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		_, _, held, err := Holder(ctx, pool, "dialsync", "main")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !held {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("lock still held 3s after the leader gave up")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestLeaseOptions(t *testing.T) {
+	t.Parallel()
+	o, err := LeaseOptions{}.withDefaults()
+	if err != nil || o.CheckInterval != DefaultLeaseCheck || o.TTL != DefaultLeaseTTL || o.PollInterval != defaultLeasePoll {
+		t.Fatalf("defaults = %+v, %v", o, err)
+	}
+	if o, _ := (LeaseOptions{CheckInterval: 100 * time.Millisecond}).withDefaults(); o.PollInterval != 100*time.Millisecond {
+		t.Fatalf("poll interval = %s; want the shorter check interval", o.PollInterval)
+	}
+	if _, err := (LeaseOptions{CheckInterval: 2 * time.Second, TTL: 2 * time.Second}).withDefaults(); err == nil {
+		t.Fatal("a TTL not longer than the check interval was accepted")
+	}
+	if _, err := AcquireLeaseWith(context.Background(), "postgres://unused", "s", "p", "h", LeaseOptions{CheckInterval: time.Second, TTL: time.Second}, nil); err == nil || !strings.Contains(err.Error(), "TTL") {
+		t.Fatalf("AcquireLeaseWith with a bad TTL: %v", err)
+	}
+}
+
+func TestLeaseErrAfterRelease(t *testing.T) {
+	t.Parallel()
+	_, connString := migrated(t)
+	l, err := AcquireLeaseWith(context.Background(), connString, "dialsync", "main", "one", fastLease, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Err() != nil {
+		t.Fatalf("Err() of a held lease = %v", l.Err())
+	}
+	if err := l.Release(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(l.Err(), ErrReleased) {
+		t.Fatalf("Err() after Release = %v; want ErrReleased", l.Err())
+	}
+}

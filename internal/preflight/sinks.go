@@ -1,0 +1,153 @@
+package preflight
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"dialsync/internal/pgstore"
+)
+
+// CheckPostgres pings PostgreSQL and compares the schema's migration
+// version with this binary's, without migrating: not yet created or older
+// is a WARN (run migrates at start), newer is a FAIL (an older binary than
+// the schema).
+func CheckPostgres(ctx context.Context, pool *pgxpool.Pool, schema, where string) Result {
+	const name = "postgres"
+	if err := pool.Ping(ctx); err != nil {
+		return fail(name, "check postgres.dsn (DIALSYNC_POSTGRES_DSN) and that the server is up",
+			"cannot connect to %s: %v", where, err)
+	}
+	v, err := pgstore.Version(ctx, pool, schema)
+	if err != nil {
+		return fail(name, "check that the postgres.dsn user may read schema "+schema, "%s: %v", where, err)
+	}
+	latest := pgstore.LatestVersion()
+	switch {
+	case v == latest:
+		return ok(name, "%s, schema %s at version %d", where, schema, v)
+	case v > latest:
+		return fail(name, "upgrade dialsync: this binary is older than the schema",
+			"%s: schema %s is at version %d, newer than this binary's %d", where, schema, v, latest)
+	case v == 0:
+		return warn(name, "nothing to do: `dialsync run` creates it at start (the postgres.dsn user needs CREATE on the database)",
+			"%s: schema %s does not exist yet", where, schema)
+	}
+	return warn(name, "nothing to do: `dialsync run` migrates it at start",
+		"%s: schema %s is at version %d, this binary migrates it to %d", where, schema, v, latest)
+}
+
+// CheckRedis reports a Redis ping (err from cache.Open or a ping).
+func CheckRedis(where string, err error) Result {
+	if err != nil {
+		return fail("redis", "check redis.addr, redis.username/password (DIALSYNC_REDIS_PASSWORD), redis.db and the tls_* keys, and that the server is up",
+			"cannot reach %s: %v", where, err)
+	}
+	return ok("redis", "%s answers", where)
+}
+
+// NATSUnreachable is the NATS check's result when connecting failed.
+func NATSUnreachable(where string, err error) Result {
+	return fail("nats", "check nats.url, the nats credentials (creds_file, nkey_file, token, user/password) and the tls_* keys, and that the server is up with JetStream",
+		"cannot reach %s: %v", where, err)
+}
+
+// CheckStream checks the notices stream: present (or dialsync manages
+// it), capturing "<prefix>.>", with a duplicate window (publish retries
+// rely on it to store each notice once), and not a work queue.
+func CheckStream(ctx context.Context, js jetstream.JetStream, stream, prefix string, managed bool) Result {
+	const name = "nats"
+	want := prefix + ".>"
+	s, err := js.Stream(ctx, stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if managed {
+			return warn(name, "nothing to do: `dialsync run` creates it (nats.manage_stream = true)",
+				"stream %s does not exist yet", stream)
+		}
+		return fail(name, "create it from deploy/ (subjects "+want+"), or set nats.manage_stream = true",
+			"stream %s does not exist and nats.manage_stream is false", stream)
+	}
+	if err != nil {
+		return fail(name, "check that the nats account has JetStream enabled and may read stream info", "stream %s: %v", stream, err)
+	}
+	c := s.CachedInfo().Config
+	var problems []string
+	if !subjectsCover(c.Subjects, want) {
+		problems = append(problems, fmt.Sprintf("subjects %q do not cover %q", c.Subjects, want))
+	}
+	if c.Duplicates <= 0 {
+		problems = append(problems, "no duplicate window")
+	}
+	if c.Retention == jetstream.WorkQueuePolicy {
+		problems = append(problems, "work-queue retention (notices must fan out)")
+	}
+	if len(problems) > 0 {
+		return fail(name, fmt.Sprintf("nats stream edit %s --subjects '%s' --dupe-window 2m (or set nats.stream / nats.subject_prefix to match it)", stream, want),
+			"stream %s: %s", stream, strings.Join(problems, "; "))
+	}
+	return ok(name, "stream %s captures %s, duplicate window %s", stream, want, c.Duplicates)
+}
+
+// subjectsCover reports whether a filter covers every subject sub
+// matches, token by token ("a.>" covers "a.b.>"; "*" covers one token,
+// never a ">").
+func subjectsCover(filters []string, sub string) bool {
+	for _, f := range filters {
+		if covers(strings.Split(f, "."), strings.Split(sub, ".")) {
+			return true
+		}
+	}
+	return false
+}
+
+func covers(ft, st []string) bool {
+	for i, f := range ft {
+		switch {
+		case f == ">":
+			return i < len(st)
+		case i >= len(st):
+			return false
+		case f == "*":
+			if st[i] == ">" {
+				return false
+			}
+		case f != st[i]:
+			return false
+		}
+	}
+	return len(ft) == len(st)
+}
+
+// CheckTLS warns about a plaintext connection that leaves the machine.
+// Loopback addresses (and unix sockets) are exempt: their traffic never
+// crosses a network.
+func CheckTLS(section, host string, encrypted bool) Result {
+	name := "tls." + section
+	if encrypted {
+		return ok(name, "encrypted")
+	}
+	if isLocal(host) {
+		return ok(name, "plaintext, but to %s (loopback)", host)
+	}
+	fix := section + ".tls_mode = \"required\" (with tls_ca_file if the server's CA is private)"
+	if section == "postgres" {
+		fix = "add sslmode=verify-full (and sslrootcert=...) to postgres.dsn"
+	}
+	if section == "nats" {
+		fix = "use a tls:// nats.url or set nats.tls_mode = \"required\""
+	}
+	return warn(name, fix, "plaintext connection to %s: credentials and data cross the network unencrypted", host)
+}
+
+func isLocal(host string) bool {
+	if host == "localhost" || strings.HasPrefix(host, "/") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
