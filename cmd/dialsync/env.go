@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -54,7 +55,9 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	} else {
 		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(h).With("pipeline", cfg.Pipeline.Name)
+	l := slog.New(h).With("pipeline", cfg.Pipeline.Name)
+	cache.SetLibraryLogger(l) // else go-redis prints its own plain-text lines to stderr
+	return l
 }
 
 // tlsFor builds a client TLS config from a section's tls_* keys; nil when
@@ -219,12 +222,14 @@ func (e *env) newLoop(log *slog.Logger, mon *monitor) *apply.Loop {
 	a := e.cfg.Apply
 	var onApplied func(apply.BatchStats)
 	var onRetry func(string, error)
+	var onSaved func(canal.Position, time.Duration)
 	if mon != nil {
-		onApplied, onRetry = mon.onApplied, mon.onRetry
+		onApplied, onRetry, onSaved = mon.onApplied, mon.onRetry, mon.onSaved
 	}
 	return apply.New(apply.Config{
 		OnApplied: onApplied,
 		OnRetry:   onRetry,
+		OnSaved:   onSaved,
 		DeadLetter: func(table string) bool {
 			return e.cfg.Tables.OnErrorFor(table) == config.OnErrorDeadLetter
 		},

@@ -95,14 +95,17 @@ func (o *monitor) onApplied(st apply.BatchStats) {
 		o.newest.Store(st.NewestCommit.UnixNano())
 		m.LastAppliedTimestamp.Set(float64(st.NewestCommit.Unix()))
 	}
-	if !st.Checkpoint.IsZero() {
-		now := time.Now()
-		o.lastSave.Store(now.UnixNano())
-		m.CheckpointTimestamp.Set(float64(now.Unix()))
-		o.mu.Lock()
-		o.pos = st.Checkpoint
-		o.mu.Unlock()
-	}
+}
+
+// onSaved is apply.Config.OnSaved: a checkpoint write.
+func (o *monitor) onSaved(pos canal.Position, took time.Duration) {
+	now := time.Now()
+	o.lastSave.Store(now.UnixNano())
+	o.m.CheckpointTimestamp.Set(float64(now.Unix()))
+	o.m.StageSeconds.WithLabelValues(metrics.StageCheckpoint).Observe(took.Seconds())
+	o.mu.Lock()
+	o.pos = pos
+	o.mu.Unlock()
 }
 
 // onRetry is apply.Config.OnRetry: a failed attempt of a stage.

@@ -54,6 +54,9 @@ type Config struct {
 	// OnApplied, when set, is called on the loop goroutine after each batch
 	// is fully durable (for metrics and tests).
 	OnApplied func(BatchStats)
+	// OnSaved, when set, is called (on the saver goroutine) after each
+	// checkpoint write with the position and how long the write took.
+	OnSaved func(pos canal.Position, took time.Duration)
 	// OnRetry, when set, is called for every failed attempt of a stage.
 	OnRetry func(op string, err error)
 	// DeadLetter says whether a table's rows that cannot be processed go to
@@ -124,6 +127,15 @@ type Loop struct {
 	queued  atomic.Int64  // transactions submitted and not yet applied
 	space   chan struct{} // signalled when pending shrinks
 
+	// The checkpoint saver (see saver): the loop hands it the newest
+	// durable position and carries on with the next batch.
+	saveMu   sync.Mutex
+	saveNext *saveReq
+	saveKick chan struct{}
+	saving   bool          // the saver is writing a request (under saveMu)
+	saveIdle chan struct{} // signalled when the saver finishes a request
+	saveErr  chan error
+
 	// Loop-goroutine state.
 	owners map[uint64]uint64 // claim -> user as of the last applied change
 	dirty  map[uint64]uint64 // owners changed since the last checkpoint save
@@ -169,6 +181,9 @@ func New(cfg Config, deps Deps, log *slog.Logger) *Loop {
 		src:          "dialsync/" + cfg.Pipeline,
 		in:           make(chan item, 4*cfg.MaxBatchTxns),
 		space:        make(chan struct{}, 1),
+		saveKick:     make(chan struct{}, 1),
+		saveIdle:     make(chan struct{}, 1),
+		saveErr:      make(chan error, 1),
 		owners:       make(map[uint64]uint64),
 		dirty:        make(map[uint64]uint64),
 		dirtyPartial: make(map[uint64]uint64),
@@ -242,6 +257,12 @@ func (l *Loop) Run(ctx context.Context) error {
 	if err := l.flushOutbox(ctx); err != nil {
 		return err
 	}
+	sctx, stopSaver := context.WithCancel(ctx)
+	saverDone := make(chan struct{})
+	go func() { defer close(saverDone); l.saver(sctx) }()
+	// On the way out, the saver stores the newest durable position (a clean
+	// stop keeps its checkpoint) before Run returns.
+	defer func() { stopSaver(); <-saverDone }()
 	batch := make([]*canal.Txn, 0, l.cfg.MaxBatchTxns)
 	for {
 		batch = batch[:0]
@@ -249,6 +270,8 @@ func (l *Loop) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case err := <-l.saveErr:
+			return err
 		case it := <-l.in:
 			if it.job != nil {
 				job = &it
@@ -275,7 +298,116 @@ func (l *Loop) Run(ctx context.Context) error {
 			}
 		}
 		if job != nil {
+			// Jobs (reconcile chunks, the bootstrap's first save) see every
+			// earlier checkpoint written.
+			if err := l.waitSaved(ctx); err != nil {
+				job.res <- err
+				return err
+			}
 			job.res <- job.job(ctx)
+		}
+	}
+}
+
+// saveReq is a checkpoint write waiting for the saver: the newest durable
+// position, the claim owners learned up to it, and the outbox messages
+// published up to it (deleted with it).
+type saveReq struct {
+	pos    canal.Position
+	owners map[uint64]uint64
+	outbox []string
+}
+
+// queueSave hands the saver a newer position, merging with one it has not
+// taken yet (later owners win).
+func (l *Loop) queueSave(pos canal.Position, owners map[uint64]uint64, outbox []string) {
+	l.saveMu.Lock()
+	if n := l.saveNext; n != nil {
+		if !pos.IsZero() {
+			n.pos = pos
+		}
+		maps.Copy(n.owners, owners)
+		n.outbox = append(n.outbox, outbox...)
+	} else {
+		l.saveNext = &saveReq{pos: pos, owners: owners, outbox: outbox}
+	}
+	l.saveMu.Unlock()
+	select {
+	case l.saveKick <- struct{}{}:
+	default:
+	}
+}
+
+// saver writes checkpoints off the loop's critical path: a batch's notices
+// are out as soon as its effects are durable, and the checkpoint write (and
+// the outbox cleanup) overlaps the next batch. It writes positions in the
+// order the loop hands them over, only ever after their effects are
+// durable, so invariant 1 holds. When ctx ends it writes what is pending
+// and returns.
+func (l *Loop) saver(ctx context.Context) {
+	work := context.WithoutCancel(ctx)
+	for {
+		l.saveMu.Lock()
+		req := l.saveNext
+		l.saveNext = nil
+		l.saving = req != nil
+		l.saveMu.Unlock()
+		if req == nil {
+			select {
+			case <-l.saveKick:
+				continue
+			case <-ctx.Done():
+				l.saveMu.Lock()
+				pending := l.saveNext != nil
+				l.saveMu.Unlock()
+				if !pending {
+					return
+				}
+				continue
+			}
+		}
+		t0 := time.Now()
+		// Retries end only with the process (work is not cancelled by a stop
+		// signal): a clean stop must store its checkpoint.
+		err := l.retry(work, "clear outbox", func() error { return l.deps.Queue.DeleteOutbox(work, req.outbox) })
+		if err == nil && !req.pos.IsZero() {
+			err = l.retry(work, "save checkpoint", func() error { return l.deps.Checkpoint.Save(work, req.pos, req.owners) })
+		}
+		l.saveMu.Lock()
+		l.saving = false
+		l.saveMu.Unlock()
+		select {
+		case l.saveIdle <- struct{}{}:
+		default:
+		}
+		if err != nil {
+			select {
+			case l.saveErr <- err:
+			default:
+			}
+			return
+		}
+		if l.cfg.OnSaved != nil && !req.pos.IsZero() {
+			l.cfg.OnSaved(req.pos, time.Since(t0))
+		}
+	}
+}
+
+// waitSaved blocks until the saver has written everything handed to it.
+func (l *Loop) waitSaved(ctx context.Context) error {
+	for {
+		l.saveMu.Lock()
+		busy := l.saveNext != nil || l.saving
+		l.saveMu.Unlock()
+		if !busy {
+			return nil
+		}
+		select {
+		case <-l.saveIdle:
+		case err := <-l.saveErr:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 }
@@ -605,8 +737,8 @@ func (l *Loop) apply(work, stop context.Context, batch []*canal.Txn) error {
 	}
 	st.Stages[StageNATS] = time.Since(t0)
 
-	// 4. Checkpoint: the end of the last whole transaction in the batch.
-	t0 = time.Now()
+	// 4. Checkpoint: the end of the last whole transaction in the batch,
+	// written by the saver while the next batch proceeds.
 	var pos canal.Position
 	for i := len(batch) - 1; i >= 0; i-- {
 		if !batch[i].Partial {
@@ -614,19 +746,20 @@ func (l *Loop) apply(work, stop context.Context, batch []*canal.Txn) error {
 			break
 		}
 	}
-	if len(queueMsgs) > 0 {
-		if err := l.retry(stop, "clear outbox", func() error { return l.deps.Queue.ClearOutbox(work) }); err != nil {
-			return err
-		}
+	var published []string
+	for _, m := range queueMsgs {
+		published = append(published, m.ID)
 	}
-	if !pos.IsZero() {
-		if err := l.retry(stop, "save checkpoint", func() error { return l.deps.Checkpoint.Save(work, pos, l.dirty) }); err != nil {
-			return err
+	if !pos.IsZero() || len(published) > 0 {
+		owners := l.dirty
+		if !pos.IsZero() {
+			l.dirty = make(map[uint64]uint64)
+		} else {
+			owners = map[uint64]uint64{}
 		}
-		clear(l.dirty)
+		l.queueSave(pos, owners, published)
 		st.Checkpoint = pos
 	}
-	st.Stages[StageCheckpoint] = time.Since(t0)
 	if l.cfg.OnApplied != nil {
 		l.cfg.OnApplied(st)
 	}

@@ -34,11 +34,12 @@ type fakes struct {
 	saved        []canal.Position
 	failNext     map[string]int // op -> failures to inject
 	storedOwners map[uint64]uint64
+	savedCh      chan canal.Position
 }
 
 func newFakes() *fakes {
 	return &fakes{owners: map[uint64]uint64{}, addrs: map[uint64][]uint64{}, queued: map[uint64]queue.Row{},
-		table: map[uint64]queue.Row{}, failNext: map[string]int{}, storedOwners: map[uint64]uint64{}}
+		table: map[uint64]queue.Row{}, failNext: map[string]int{}, storedOwners: map[uint64]uint64{}, savedCh: make(chan canal.Position, 100)}
 }
 
 func (f *fakes) step(op string) error {
@@ -50,6 +51,12 @@ func (f *fakes) step(op string) error {
 		return errors.New(op + ": injected failure")
 	}
 	return nil
+}
+
+func (f *fakes) callList() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.calls)
 }
 
 func (f *fakes) ClaimOwners(_ context.Context, ids []uint64) (map[uint64]uint64, error) {
@@ -128,6 +135,16 @@ func (f *fakes) ClearOutbox(context.Context) error {
 	f.outbox = nil
 	return nil
 }
+func (f *fakes) DeleteOutbox(_ context.Context, ids []string) error {
+	if err := f.step("clear"); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.outbox = slices.DeleteFunc(f.outbox, func(m notice.Message) bool { return slices.Contains(ids, m.ID) })
+	return nil
+}
+
 func (f *fakes) Del(_ context.Context, keys []string) error {
 	if err := f.step("redis"); err != nil {
 		return err
@@ -139,6 +156,8 @@ func (f *fakes) Publish(_ context.Context, msgs []notice.Message) error {
 	if err := f.step("nats"); err != nil {
 		return err
 	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.pubs = append(f.pubs, msgs...)
 	return nil
 }
@@ -146,10 +165,13 @@ func (f *fakes) Save(_ context.Context, p canal.Position, owners map[uint64]uint
 	if err := f.step("checkpoint"); err != nil {
 		return err
 	}
+	f.mu.Lock()
 	f.saved = append(f.saved, p)
 	for c, u := range owners {
 		f.storedOwners[c] = u
 	}
+	f.mu.Unlock()
+	f.savedCh <- p
 	return nil
 }
 
@@ -198,6 +220,7 @@ func TestStepOrderAndCheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := <-applied
+	<-f.savedCh
 	want := []string{"outbox", "rule", "postgres", "redis", "nats", "clear", "checkpoint"}
 	if !slices.Equal(f.calls, want) {
 		t.Fatalf("calls = %v, want %v", f.calls, want)
@@ -244,6 +267,7 @@ func TestRetriesEveryStage(t *testing.T) {
 				t.Fatal(err)
 			}
 			<-applied
+			<-f.savedCh
 			if f.failNext[op] != 0 {
 				t.Fatalf("%s: injected failures not consumed", op)
 			}
@@ -279,11 +303,16 @@ func TestPartialTransaction(t *testing.T) {
 		if err := l.Submit(context.Background(), x); err != nil {
 			t.Fatal(err)
 		}
-		st := <-applied
-		if x.Partial && len(f.saved) != 0 {
+		<-applied
+		if !x.Partial {
+			<-f.savedCh
+		}
+		f.mu.Lock()
+		n := len(f.saved)
+		f.mu.Unlock()
+		if x.Partial && n != 0 {
 			t.Fatalf("checkpoint moved inside a transaction: %v", f.saved)
 		}
-		_ = st
 	}
 	if len(f.saved) != 1 || f.saved[0].Pos != 700 {
 		t.Fatalf("saved = %v", f.saved)
@@ -318,6 +347,7 @@ func TestOutboxReplayedAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-applied
+	<-f.savedCh
 	if len(f.pubs) == 0 || f.pubs[0].ID != left.ID {
 		t.Fatalf("outbox not published first: %v", f.pubs)
 	}
@@ -343,14 +373,16 @@ func TestLearnedOwners(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-applied
+	<-f.savedCh
 	if err := l.Submit(context.Background(), txn("0-1-2", 200, req)); err != nil {
 		t.Fatal(err)
 	}
 	st := <-applied
+	<-f.savedCh
 	if st.Unresolved != 0 || st.Users != 1 {
 		t.Fatalf("stats = %+v", st)
 	}
-	if slices.Contains(f.calls, "claims") {
+	if slices.Contains(f.callList(), "claims") {
 		t.Fatalf("looked up a claim the stream taught: %v", f.calls)
 	}
 }
@@ -400,6 +432,7 @@ func TestOwnerAsOfBinlogPosition(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-applied
+	<-f.savedCh
 	got := map[string][]string{}
 	for _, m := range f.pubs {
 		ev, _ := notice.Decode(m.Data)
@@ -412,7 +445,7 @@ func TestOwnerAsOfBinlogPosition(t *testing.T) {
 	if !slices.Equal(got["6"], []string{"claim_requirements", "claims"}) || !slices.Equal(got["9"], []string{"claim_requirements", "claims"}) {
 		t.Fatalf("notices = %v", got)
 	}
-	if slices.Contains(f.calls, "claims") {
+	if slices.Contains(f.callList(), "claims") {
 		t.Fatal("looked up a claim the map knew")
 	}
 	if f.storedOwners[60] != 9 {
@@ -444,6 +477,7 @@ func TestDeadLetterPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := <-applied
+	<-f.savedCh
 	if len(dl.got) != 1 || dl.got[0].Table != "users" || dl.got[0].Seq != 0 || dl.got[0].End.Pos != 400 {
 		t.Fatalf("dead letters = %+v", dl.got)
 	}

@@ -38,6 +38,8 @@ type QueueStore interface {
 	Outbox(ctx context.Context) ([]notice.Message, error)
 	// ClearOutbox deletes all outbox messages (called after their acks).
 	ClearOutbox(ctx context.Context) error
+	// DeleteOutbox deletes the outbox messages with these ids (published).
+	DeleteOutbox(ctx context.Context, ids []string) error
 }
 
 // Checkpointer stores the position after a batch is durable everywhere.

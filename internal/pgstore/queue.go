@@ -268,9 +268,24 @@ func (q *Queue) Outbox(ctx context.Context) ([]notice.Message, error) {
 	return msgs, nil
 }
 
+// DeleteOutbox deletes the given messages (by id) from this pipeline's
+// outbox: the apply loop deletes exactly what it published, so rows a later
+// batch stored meanwhile stay until they are published too.
+func (q *Queue) DeleteOutbox(ctx context.Context, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if _, err := q.pool.Exec(ctx, `DELETE FROM `+q.outbox+` WHERE pipeline = $1 AND msg_id = ANY($2::text[])`, q.pipeline, ids); err != nil {
+		return fmt.Errorf("delete %d outbox messages: %w", len(ids), err)
+	}
+	return nil
+}
+
 // ClearOutbox deletes every message of this pipeline's outbox. The apply
 // loop is the only writer, so calling it after the acks of what Outbox or
 // Apply returned cannot drop an unpublished message.
+// It is only safe while no message stored by Apply awaits publishing (at
+// start, and inside reconcile chunks); the loop uses DeleteOutbox.
 func (q *Queue) ClearOutbox(ctx context.Context) error {
 	if _, err := q.pool.Exec(ctx, `DELETE FROM `+q.outbox+` WHERE pipeline = $1`, q.pipeline); err != nil {
 		return fmt.Errorf("clear outbox: %w", err)
