@@ -370,7 +370,7 @@ func Default() *Config {
 		Apply: ApplyConfig{
 			MaxBatchTxns:  2000,
 			MaxBatchBytes: 8 * MiB,
-			BatchWindow:   Dur(2 * time.Millisecond),
+			BatchWindow:   Dur(0),
 			MaxTxnBytes:   8 * MiB,
 			RetryInitial:  Dur(100 * time.Millisecond),
 			RetryMax:      Dur(10 * time.Second),

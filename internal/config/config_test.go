@@ -81,7 +81,7 @@ func TestDefaults(t *testing.T) {
 		{"http.listen", c.HTTP.Listen, "127.0.0.1:9120"},
 		{"apply.max_batch_txns", c.Apply.MaxBatchTxns, 2000},
 		{"apply.max_batch_bytes", c.Apply.MaxBatchBytes, 8 * MiB},
-		{"apply.batch_window", c.Apply.BatchWindow.Duration(), 2 * time.Millisecond},
+		{"apply.batch_window", c.Apply.BatchWindow.Duration(), time.Duration(0)},
 		{"apply.max_txn_bytes", c.Apply.MaxTxnBytes, 8 * MiB},
 		{"apply.retry_initial", c.Apply.RetryInitial.Duration(), 100 * time.Millisecond},
 		{"apply.retry_max", c.Apply.RetryMax.Duration(), 10 * time.Second},
