@@ -10,16 +10,17 @@ import (
 	"github.com/go-mysql-org/go-mysql/mysql"
 )
 
-// positionHint ends every error about a start position the server cannot
-// serve. The derived state (queue, cache) is recomputable, so the recovery
-// is a jump to the source's head plus a full reconcile, which the reset
-// command's next run does (the bootstrap path).
+// positionHint ends the error about a start position that cannot even be
+// parsed (a damaged checkpoint). Errors wrapping ErrPositionGone carry no
+// hint: the caller knows its recovery options (cmd/dialsync names the
+// commands and recovery.on_purged).
 const positionHint = "the checkpoint cannot be used: move it with 'dialsync checkpoint reset --to-head --reason \"...\"' (the next run reconciles everything), or 'dialsync checkpoint set' to a position the source still has"
 
 // ErrPositionGone marks (together with ErrFatal) a start position the source
 // cannot serve: its binlog was purged, it lies past the end of its file, or
 // its GTIDs are unknown to the server. A caller configured to recover by
-// itself may jump to Head and reconcile; otherwise an operator must.
+// itself may jump to Head and reconcile; otherwise an operator must. The
+// message says what is wrong, not what to run.
 var ErrPositionGone = errors.New("binlog position not available on the source")
 
 // checkSource verifies, on an open connection, everything streaming needs
@@ -146,13 +147,13 @@ func resolveStartFile(cfg Config, conn *client.Conn, from *Position) error {
 		}
 		size, _ := r.GetUint(i, 1)
 		if uint64(from.Pos) > size {
-			return fatalf("%w: start position %s is past the end of %s (%d bytes) on source %s: %s",
-				ErrPositionGone, from, from.File, size, cfg.Addr, positionHint)
+			return fatalf("%w: start position %s is past the end of %s (%d bytes) on source %s",
+				ErrPositionGone, from, from.File, size, cfg.Addr)
 		}
 		return nil
 	}
-	return fatalf("%w: start position %s: binlog file %s is not on source %s (purged? the server has %s to %s): %s",
-		ErrPositionGone, from, from.File, cfg.Addr, first, last, positionHint)
+	return fatalf("%w: start position %s: binlog file %s is not on source %s (purged? the server has %s to %s)",
+		ErrPositionGone, from, from.File, cfg.Addr, first, last)
 }
 
 // privileges adds the grants to an access-denied error from the source.

@@ -40,7 +40,7 @@ var fatalServerCodes = map[uint16]string{
 }
 
 // classify marks server errors that a retry cannot fix as fatal; lost
-// positions also wrap ErrPositionGone and name the recovery command.
+// positions also wrap ErrPositionGone.
 func classify(cfg Config, err error) error {
 	var my *mysql.MyError
 	if !errors.As(err, &my) {
@@ -58,7 +58,7 @@ func classify(cfg Config, err error) error {
 		// connected to the master": the position is fine, the id is not.
 		return fatalf("binlog stream: server error %d: another replica uses server_id %d: set source.server_id to a unique value: %w", my.Code, cfg.ServerID, err)
 	}
-	return fatalf("binlog stream: server error %d: %s: %w: %s: %w", my.Code, hint, ErrPositionGone, positionHint, err)
+	return fatalf("%w: server error %d: %s: %w", ErrPositionGone, my.Code, hint, err)
 }
 
 // skippedStatements counts binlog statements go-mysql could not parse and

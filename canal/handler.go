@@ -51,6 +51,7 @@ type tracked struct {
 	spec   TableSpec
 	schema *schema.Table // what idx was resolved against; nil forces a resolve
 	idx    []int
+	pad    []int // per wanted column: N of a BINARY(N) column, else 0; nil when none
 }
 
 func newStreamer(ctx context.Context, cfg Config, log *slog.Logger, c *gocanal.Canal, from Position,
@@ -101,7 +102,16 @@ func (s *streamer) resolve(tr *tracked, t *schema.Table) error {
 			return fatalf("table %s.%s has no column %q, which the handlers need: fix the schema or the table spec", s.cfg.Database, tr.spec.Table, name)
 		}
 	}
-	tr.schema, tr.idx = t, idx
+	var pad []int
+	for j, i := range idx {
+		if n := binaryLen(t.Columns[i].RawType); n > 0 {
+			if pad == nil {
+				pad = make([]int, len(idx))
+			}
+			pad[j] = n
+		}
+	}
+	tr.schema, tr.idx, tr.pad = t, idx, pad
 	return nil
 }
 
@@ -191,13 +201,13 @@ func (s *streamer) OnRow(e *gocanal.RowsEvent) error {
 	switch e.Action {
 	case gocanal.InsertAction:
 		for _, row := range e.Rows {
-			if err := s.add(Change{Table: tr.spec.Table, Op: Insert, After: pick(row, tr.idx)}); err != nil {
+			if err := s.add(Change{Table: tr.spec.Table, Op: Insert, After: pick(row, tr.idx, tr.pad)}); err != nil {
 				return err
 			}
 		}
 	case gocanal.DeleteAction:
 		for _, row := range e.Rows {
-			if err := s.add(Change{Table: tr.spec.Table, Op: Delete, Before: pick(row, tr.idx)}); err != nil {
+			if err := s.add(Change{Table: tr.spec.Table, Op: Delete, Before: pick(row, tr.idx, tr.pad)}); err != nil {
 				return err
 			}
 		}
@@ -208,7 +218,7 @@ func (s *streamer) OnRow(e *gocanal.RowsEvent) error {
 		}
 		for i := 0; i < len(e.Rows); i += 2 {
 			before, after := e.Rows[i], e.Rows[i+1]
-			if err := s.add(Change{Table: tr.spec.Table, Op: Update, Before: pick(before, tr.idx), After: pick(after, tr.idx),
+			if err := s.add(Change{Table: tr.spec.Table, Op: Update, Before: pick(before, tr.idx, tr.pad), After: pick(after, tr.idx, tr.pad),
 				Changed: changedColumns(e.Table, before, after)}); err != nil {
 				return err
 			}

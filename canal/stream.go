@@ -144,12 +144,9 @@ func stream(ctx context.Context, cfg Config, from Position, h func(context.Conte
 	if from.Pos < 4 {
 		from.Pos = 4
 	}
-	var gset mysql.GTIDSet
-	if from.GTIDSet != "" {
-		var err error
-		if gset, err = mysql.ParseGTIDSet(cfg.Flavor, from.GTIDSet); err != nil {
-			return fatalf("start position: invalid %s GTID set %q (%w): %s", cfg.Flavor, from.GTIDSet, err, positionHint)
-		}
+	gset, err := parseStartGTID(cfg.Flavor, from.GTIDSet)
+	if err != nil {
+		return err
 	}
 
 	pf, err := preflight(ctx, cfg, &from, gset == nil)
@@ -209,6 +206,28 @@ func stream(ctx context.Context, cfg Config, from Position, h func(context.Conte
 		return fmt.Errorf("binlog stream after %s ended without an error", s.last)
 	}
 	return classify(cfg, fmt.Errorf("binlog stream after %s: %w", s.last, err))
+}
+
+// parseStartGTID parses a start position's GTID set; nil for "". A set
+// that does not parse is fatal: it came from a damaged checkpoint, and
+// retrying cannot mend it.
+func parseStartGTID(flavor, text string) (mysql.GTIDSet, error) {
+	if text == "" {
+		return nil, nil
+	}
+	set, err := mysql.ParseGTIDSet(flavor, text)
+	if err != nil {
+		// go-mysql's message quotes the text; keep the whole error on one line.
+		return nil, fatalf("start position: invalid %s GTID set %q (%s): %s", flavor, text,
+			strings.Join(strings.Fields(err.Error()), " "), positionHint)
+	}
+	if set.String() == "" {
+		// go-mysql parses "," (MariaDB) to an empty set, and starting from
+		// an empty set silently falls back to the oldest binlog without
+		// GTID tracking (notes/canal.md rule 5).
+		return nil, fatalf("start position: %s GTID set %q names no transaction: %s", flavor, text, positionHint)
+	}
+	return set, nil
 }
 
 func canalConfig(cfg Config, fillZeroLogPos bool) *gocanal.Config {

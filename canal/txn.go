@@ -28,6 +28,9 @@ type Position struct {
 }
 
 func (p Position) String() string {
+	if p.File == "" && p.GTIDSet != "" {
+		return "gtid=" + p.GTIDSet
+	}
 	if p.GTIDSet != "" {
 		return fmt.Sprintf("%s:%d gtid=%s", p.File, p.Pos, p.GTIDSet)
 	}
@@ -59,12 +62,25 @@ func (o Op) String() string {
 }
 
 // Row holds the values of the columns a TableSpec asked for, in the order of
-// TableSpec.Columns. Values are normalised: NULL is nil, integers are int64
-// (uint64 when an unsigned value does not fit int64), text and blobs are
-// string (copied out of the event buffer), DECIMAL is its string form,
-// DATETIME/TIMESTAMP are time.Time in UTC (or a string for zero and
-// out-of-range dates, exactly as canal returns them), everything else as
-// canal returns it.
+// TableSpec.Columns. Values are normalised (canal/types_test.go pins each):
+//   - NULL is nil;
+//   - every integer type, signed or unsigned, YEAR included, is int64; an
+//     unsigned value that does not fit int64 is uint64;
+//   - FLOAT is float32, DOUBLE float64; DECIMAL is its exact string form
+//     ("12.50", all scale digits kept);
+//   - CHAR/VARCHAR/TEXT/BINARY/VARBINARY/BLOB and JSON are string (copied
+//     out of the event buffer). No charset conversion: bytes are as stored,
+//     so a latin1 or binary column may hold invalid UTF-8 and NUL bytes.
+//     BINARY(N) is padded back to N bytes with 0x00, as a SELECT returns it;
+//     JSON is its text;
+//   - DATETIME/TIMESTAMP are time.Time in UTC, except zero or out-of-range
+//     values (zero month/day, before 1970 for DATETIME) which are strings
+//     exactly as canal returns them ("0000-00-00 00:00:00.000000");
+//   - DATE and TIME are strings ("2024-02-29", "-838:59:59"; TIME shows
+//     its fraction only when non-zero);
+//   - ENUM is the 1-based int64 index (0 for the empty invalid value), SET
+//     an int64 bitmask, BIT an int64;
+//   - generated columns (VIRTUAL and STORED) carry their computed values.
 type Row []any
 
 // Change is one row change of a tracked table.

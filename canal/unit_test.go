@@ -3,6 +3,8 @@ package canal
 import (
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"log/slog"
 	"math"
 	"regexp"
 	"strings"
@@ -168,5 +170,23 @@ func TestIncludeRegexesAreAnchored(t *testing.T) {
 	}
 	if cc.ServerID != 0 || cc.Dump.ExecutionPath != "" || cc.DiscardNoMetaRowEvent || !cc.DisableRetrySync || !cc.ParseTime || cc.TimestampStringLocation != time.UTC {
 		t.Errorf("canal config rules not applied: %+v", cc)
+	}
+}
+
+// go-mysql's records reach the process log one line per value: its errors
+// carry pingcap stack traces that would otherwise fill the log.
+func TestOneLineHandler(t *testing.T) {
+	var b strings.Builder
+	l := goMySQLLogger(slog.New(slog.NewJSONHandler(&b, nil)))
+	l.Error("canal start sync binlog err\nmore", "error", perrors.Trace(errors.New("boom")), "query", "SELECT 1\nFROM t",
+		slog.Group("g", "e", fmt.Errorf("x\n\tframe.go:1")), "n", 7)
+	out := b.String()
+	if strings.Count(out, "\n") != 1 || strings.Contains(out, `\n`) || strings.Contains(out, ".go:") {
+		t.Fatalf("record not one line per value: %s", out)
+	}
+	for _, want := range []string{`"msg":"canal start sync binlog err"`, `"error":"boom"`, `"query":"SELECT 1"`, `"g":{"e":"x"}`, `"n":7`, `"component":"go-mysql"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("record lacks %s: %s", want, out)
+		}
 	}
 }

@@ -4,19 +4,41 @@ import (
 	"bytes"
 	"math"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/schema"
 )
 
-// pick copies the wanted columns of a decoded row into a Row.
-func pick(row []any, idx []int) Row {
+// pick copies the wanted columns of a decoded row into a Row. pad[j] > 0
+// restores the trailing 0x00 bytes of a BINARY(pad[j]) value: the server
+// strips them in the binlog (fixed-length strings are logged without their
+// padding) and go-mysql does not put them back, while a SELECT returns the
+// value padded (https://dev.mysql.com/doc/refman/8.0/en/binary-varbinary.html).
+func pick(row []any, idx, pad []int) Row {
 	out := make(Row, len(idx))
 	for j, i := range idx {
-		out[j] = normalize(row[i])
+		v := normalize(row[i])
+		if s, ok := v.(string); ok && pad != nil && len(s) < pad[j] {
+			v = s + strings.Repeat("\x00", pad[j]-len(s))
+		}
+		out[j] = v
 	}
 	return out
+}
+
+// binaryLen is N for a BINARY(N) column type, else 0.
+func binaryLen(rawType string) int {
+	rest, ok := strings.CutPrefix(strings.ToLower(rawType), "binary(")
+	if !ok {
+		return 0
+	}
+	n, err := strconv.Atoi(strings.TrimSuffix(rest, ")"))
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // normalize gives a value the form Row documents. go-mysql returns strings

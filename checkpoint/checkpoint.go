@@ -81,7 +81,7 @@ type Store struct {
 	epoch      atomic.Int64
 	serverUUID atomic.Pointer[string]
 
-	checkpoints, history, leases, owners string // quoted table names
+	checkpoints, history, leases, owners, pointers string // quoted table names
 }
 
 // NewStore returns the checkpoint store of pipeline in schema. Its epoch is
@@ -95,6 +95,7 @@ func NewStore(pool *pgxpool.Pool, schema, pipeline string) *Store {
 		history:     pgx.Identifier{schema, "checkpoint_history"}.Sanitize(),
 		leases:      pgx.Identifier{schema, "leases"}.Sanitize(),
 		owners:      pgx.Identifier{schema, "claim_owners"}.Sanitize(),
+		pointers:    pgx.Identifier{schema, "user_pointers"}.Sanitize(),
 	}
 	empty := ""
 	s.serverUUID.Store(&empty)
@@ -137,7 +138,7 @@ func (s *Store) Load(ctx context.Context) (cp Checkpoint, found bool, err error)
 // owners are claim -> user mappings learned since the previous Save; they are
 // written in the same transaction as the checkpoint, so the stored map is
 // always the map as of the stored position (see Owners).
-func (s *Store) Save(ctx context.Context, pos canal.Position, owners map[uint64]uint64) error {
+func (s *Store) Save(ctx context.Context, pos canal.Position, owners, pointers map[uint64]uint64) error {
 	epoch := s.epoch.Load()
 	save := func(ctx context.Context, db interface {
 		Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
@@ -161,32 +162,82 @@ func (s *Store) Save(ctx context.Context, pos canal.Position, owners map[uint64]
 		}
 		return nil
 	}
-	if len(owners) == 0 {
+	if len(owners) == 0 && len(pointers) == 0 {
 		return save(ctx, s.pool)
 	}
-	claims := make([]int64, 0, len(owners))
-	users := make([]int64, 0, len(owners))
-	for c, u := range owners {
-		claims = append(claims, int64(c))
-		users = append(users, int64(u))
-	}
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO `+s.owners+` (pipeline, claim_id, user_id)
-			SELECT $1, c, u FROM unnest($2::bigint[], $3::bigint[]) AS t(c, u)
-			ON CONFLICT (pipeline, claim_id) DO UPDATE SET user_id = excluded.user_id`,
-			s.pipeline, claims, users); err != nil {
-			return fmt.Errorf("save claim owners @ %s: %w", pos, err)
+		if len(owners) > 0 {
+			claims, users := pairs(owners)
+			if _, err := tx.Exec(ctx, `INSERT INTO `+s.owners+` (pipeline, claim_id, user_id)
+				SELECT $1, c, u FROM unnest($2::bigint[], $3::bigint[]) AS t(c, u)
+				ON CONFLICT (pipeline, claim_id) DO UPDATE SET user_id = excluded.user_id`,
+				s.pipeline, claims, users); err != nil {
+				return fmt.Errorf("save claim owners @ %s: %w", pos, err)
+			}
+		}
+		if len(pointers) > 0 {
+			users, addrs := pairs(pointers)
+			// Address 0 means the user points nowhere (or is gone): no row.
+			if _, err := tx.Exec(ctx, `WITH p AS (SELECT u, a FROM unnest($2::bigint[], $3::bigint[]) AS t(u, a)),
+				del AS (DELETE FROM `+s.pointers+` WHERE pipeline = $1 AND user_id IN (SELECT u FROM p WHERE a = 0))
+				INSERT INTO `+s.pointers+` (pipeline, user_id, address_id)
+				SELECT $1, u, a FROM p WHERE a <> 0
+				ON CONFLICT (pipeline, user_id) DO UPDATE SET address_id = excluded.address_id`,
+				s.pipeline, users, addrs); err != nil {
+				return fmt.Errorf("save user address pointers @ %s: %w", pos, err)
+			}
 		}
 		return save(ctx, tx)
 	})
 }
 
+func pairs(m map[uint64]uint64) (keys, values []int64) {
+	keys = make([]int64, 0, len(m))
+	values = make([]int64, 0, len(m))
+	for k, v := range m {
+		keys = append(keys, int64(k))
+		values = append(values, int64(v))
+	}
+	return keys, values
+}
+
+// Fence checks, inside the caller's transaction, that this store's epoch is
+// still the pipeline's (no leases row counts as epoch 0), and returns
+// ErrFenced otherwise. Like Save it reads the leases row FOR SHARE, so a
+// takeover either commits before (and the caller's transaction fails) or
+// waits until the caller committed. Run it first in a transaction whose
+// writes a deposed leader must not make, such as a queue write computed
+// before a pause (see Lease).
+func (s *Store) Fence(ctx context.Context, tx pgx.Tx) error {
+	epoch := s.epoch.Load()
+	var ok bool
+	err := tx.QueryRow(ctx, `SELECT COALESCE((SELECT epoch FROM `+s.leases+` WHERE pipeline = $1 FOR SHARE), 0) = $2`,
+		s.pipeline, epoch).Scan(&ok)
+	if err != nil {
+		return fmt.Errorf("fence %q: %w", s.pipeline, err)
+	}
+	if !ok {
+		return fmt.Errorf("fence %q with epoch %d: %w", s.pipeline, epoch, ErrFenced)
+	}
+	return nil
+}
+
 // Owners returns the claim -> user map stored with the checkpoint (empty
 // when none was stored, or after an operator moved the checkpoint).
 func (s *Store) Owners(ctx context.Context) (map[uint64]uint64, error) {
-	rows, err := s.pool.Query(ctx, `SELECT claim_id, user_id FROM `+s.owners+` WHERE pipeline = $1`, s.pipeline)
+	return s.loadMap(ctx, `SELECT claim_id, user_id FROM `+s.owners+` WHERE pipeline = $1`, "claim owners")
+}
+
+// Pointers returns the user -> current_user_address_id map stored with the
+// checkpoint (empty when none was stored, or after an operator moved it).
+func (s *Store) Pointers(ctx context.Context) (map[uint64]uint64, error) {
+	return s.loadMap(ctx, `SELECT user_id, address_id FROM `+s.pointers+` WHERE pipeline = $1`, "user address pointers")
+}
+
+func (s *Store) loadMap(ctx context.Context, q, what string) (map[uint64]uint64, error) {
+	rows, err := s.pool.Query(ctx, q, s.pipeline)
 	if err != nil {
-		return nil, fmt.Errorf("load claim owners %q: %w", s.pipeline, err)
+		return nil, fmt.Errorf("load %s %q: %w", what, s.pipeline, err)
 	}
 	defer rows.Close()
 	m := make(map[uint64]uint64)
@@ -196,7 +247,7 @@ func (s *Store) Owners(ctx context.Context) (map[uint64]uint64, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("load claim owners %q: %w", s.pipeline, err)
+		return nil, fmt.Errorf("load %s %q: %w", what, s.pipeline, err)
 	}
 	return m, nil
 }
@@ -268,8 +319,10 @@ func (s *Store) change(ctx context.Context, pos *canal.Position, actor, reason s
 		}
 		// The stored claim map belongs to the old position; drop it so the
 		// next run rebuilds it from the lookup server.
-		if _, err := tx.Exec(ctx, `DELETE FROM `+s.owners+` WHERE pipeline = $1`, s.pipeline); err != nil {
-			return fmt.Errorf("drop claim owners: %w", err)
+		for _, tbl := range []string{s.owners, s.pointers} {
+			if _, err := tx.Exec(ctx, `DELETE FROM `+tbl+` WHERE pipeline = $1`, s.pipeline); err != nil {
+				return fmt.Errorf("drop stored maps: %w", err)
+			}
 		}
 		_, err = tx.Exec(ctx, `INSERT INTO `+s.history+`
 			(pipeline, actor, reason, old_gtid_set, old_file, old_pos, new_gtid_set, new_file, new_pos, epoch)

@@ -30,11 +30,11 @@ func TestLoadSave(t *testing.T) {
 	}
 	s.SetServerUUID("uuid-1")
 	p1 := canal.Position{File: "mysql-bin.000001", Pos: 1234, GTIDSet: "0-1-10"}
-	if err := s.Save(ctx, p1, nil); err != nil {
+	if err := s.Save(ctx, p1, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	p2 := canal.Position{File: "mysql-bin.000002", Pos: 4294967295, GTIDSet: "0-1-11"}
-	if err := s.Save(ctx, p2, nil); err != nil {
+	if err := s.Save(ctx, p2, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	cp, found, err := s.Load(ctx)
@@ -61,7 +61,7 @@ func TestSetHistoryRollback(t *testing.T) {
 	ctx := context.Background()
 	s := NewStore(pool, "dialsync", "main")
 	auto := canal.Position{File: "bin.000001", Pos: 100, GTIDSet: "0-1-1"}
-	if err := s.Save(ctx, auto, nil); err != nil {
+	if err := s.Save(ctx, auto, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	a := canal.Position{File: "bin.000002", Pos: 200, GTIDSet: "0-1-2"}
@@ -136,11 +136,18 @@ func TestOwnersSavedWithCheckpoint(t *testing.T) {
 	pool, _ := migrated(t)
 	ctx := context.Background()
 	s := NewStore(pool, "dialsync", "main")
-	if err := s.Save(ctx, canal.Position{File: "b.000001", Pos: 10}, map[uint64]uint64{1: 100, 2: 200}); err != nil {
+	if err := s.Save(ctx, canal.Position{File: "b.000001", Pos: 10}, map[uint64]uint64{1: 100, 2: 200}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Save(ctx, canal.Position{File: "b.000001", Pos: 20}, map[uint64]uint64{2: 201, 3: 300}); err != nil {
+	if err := s.Save(ctx, canal.Position{File: "b.000001", Pos: 20}, map[uint64]uint64{2: 201, 3: 300}, map[uint64]uint64{7: 70, 8: 80}); err != nil {
 		t.Fatal(err)
+	}
+	// A pointer 0 (user points nowhere / deleted) removes the user's row.
+	if err := s.Save(ctx, canal.Position{File: "b.000001", Pos: 25}, nil, map[uint64]uint64{7: 0, 8: 81}); err != nil {
+		t.Fatal(err)
+	}
+	if ptrs, err := s.Pointers(ctx); err != nil || len(ptrs) != 1 || ptrs[8] != 81 {
+		t.Fatalf("pointers = %v, %v; want {8: 81}", ptrs, err)
 	}
 	got, err := s.Owners(ctx)
 	if err != nil {
@@ -163,7 +170,7 @@ func TestOwnersSavedWithCheckpoint(t *testing.T) {
 	if _, err := pool.Exec(ctx, `INSERT INTO dialsync.leases (pipeline, epoch, holder, acquired_at) VALUES ('main', 5, 'x', now())`); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Save(ctx, canal.Position{File: "b.000001", Pos: 30}, map[uint64]uint64{1: 999}); !errors.Is(err, ErrFenced) {
+	if err := s.Save(ctx, canal.Position{File: "b.000001", Pos: 30}, map[uint64]uint64{1: 999}, nil); !errors.Is(err, ErrFenced) {
 		t.Fatalf("Save = %v, want ErrFenced", err)
 	}
 	if m, _ := s.Owners(ctx); m[1] != 100 {
@@ -174,5 +181,8 @@ func TestOwnersSavedWithCheckpoint(t *testing.T) {
 	}
 	if m, _ := s.Owners(ctx); len(m) != 0 {
 		t.Fatalf("Set kept the old map: %v", m)
+	}
+	if m, _ := s.Pointers(ctx); len(m) != 0 {
+		t.Fatalf("Set kept the old pointers: %v", m)
 	}
 }

@@ -176,7 +176,7 @@ func AcquireLeaseWith(ctx context.Context, connString, schema, pipeline, holder 
 		lost:     make(chan struct{}),
 		stop:     make(chan struct{}),
 	}
-	renewed, err := l.acquire(ctx, holder)
+	renewed, err := l.acquire(ctx, connString, holder)
 	if err != nil {
 		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		defer cancel()
@@ -191,12 +191,18 @@ func AcquireLeaseWith(ctx context.Context, connString, schema, pipeline, holder 
 
 // acquire polls until it takes the lock; it returns when the heartbeat was
 // written (the start of the leader's first TTL).
-func (l *Lease) acquire(ctx context.Context, holder string) (time.Time, error) {
+func (l *Lease) acquire(ctx context.Context, connString, holder string) (time.Time, error) {
 	hi, lo := lockArgs(l.key)
-	standingBy := false
+	standingBy, deposing := false, false
 	for {
 		sent := time.Now()
-		got, err := l.take(ctx, holder)
+		var got bool
+		var err error
+		if deposing {
+			got, err = l.takeDeposing(ctx, connString, holder)
+		} else {
+			got, err = l.take(ctx, holder)
+		}
 		if err != nil {
 			return time.Time{}, err
 		}
@@ -237,6 +243,7 @@ func (l *Lease) acquire(ctx context.Context, holder string) (time.Time, error) {
 			// The backend exits (and frees the lock) asynchronously; retry
 			// soon rather than after a full poll.
 			wait = min(wait, 20*time.Millisecond)
+			deposing = true
 		}
 		select {
 		case <-ctx.Done():
@@ -267,6 +274,71 @@ func (l *Lease) take(ctx context.Context, holder string) (bool, error) {
 		return false, fmt.Errorf("take lock and increment epoch: %w", err)
 	}
 	return true, nil
+}
+
+// takeDeposing is take after terminating a stale leader's lock session. The
+// deposed leader may have been paused inside a transaction that holds the
+// leases row FOR SHARE (a checkpoint save, see Save), on another connection
+// of its pool: take's epoch increment would then wait for it for as long as
+// the pause lasts. So while take runs, a second connection terminates the
+// sessions blocking it (pg_blocking_pids,
+// https://www.postgresql.org/docs/current/functions-info.html). Only the
+// deposed leader's writes lock that row, and they are fenced anyway.
+func (l *Lease) takeDeposing(ctx context.Context, connString, holder string) (bool, error) {
+	pid := l.conn.PgConn().PID()
+	wctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		l.terminateBlockers(wctx, connString, pid)
+	}()
+	got, err := l.take(ctx, holder)
+	stop()
+	wg.Wait()
+	return got, err
+}
+
+func (l *Lease) terminateBlockers(ctx context.Context, connString string, pid uint32) {
+	// Usually nothing blocks and take is done before this first tick.
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = conn.Close(closeCtx)
+			cancel()
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if conn == nil {
+			c, err := pgx.Connect(ctx, connString)
+			if err != nil {
+				if ctx.Err() == nil {
+					l.logger.Warn("cannot open a connection to clear the deposed leader's locks", "err", err)
+				}
+				continue
+			}
+			conn = c
+		}
+		rows, err := conn.Query(ctx, `SELECT b FROM unnest(pg_blocking_pids($1)) AS b WHERE pg_terminate_backend(b)`, int32(pid))
+		if err != nil {
+			if ctx.Err() == nil {
+				l.logger.Warn("cannot clear the deposed leader's locks", "err", err)
+			}
+			continue
+		}
+		killed, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+		if err == nil && len(killed) > 0 {
+			l.logger.Warn("terminated sessions of the deposed leader that held the leases row", "backend_pids", killed)
+		}
+	}
 }
 
 // monitor renews the heartbeat every CheckInterval; the lease is lost at the

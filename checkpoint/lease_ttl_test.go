@@ -35,7 +35,7 @@ func TestLeaseStaleHolderIsDeposed(t *testing.T) {
 	s1 := NewStore(pool, "dialsync", "main")
 	s1.SetEpoch(l1.Epoch())
 	p1 := canal.Position{GTIDSet: "0-1-10"}
-	if err := s1.Save(ctx, p1, nil); err != nil {
+	if err := s1.Save(ctx, p1, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	pause(l1)
@@ -66,7 +66,7 @@ func TestLeaseStaleHolderIsDeposed(t *testing.T) {
 	}
 	// It wakes up and tries to move the checkpoint: fenced, and fatal to the
 	// apply loop (internal/apply.IsFatal looks for Fatal() bool).
-	err = s1.Save(ctx, canal.Position{GTIDSet: "0-1-99"}, nil)
+	err = s1.Save(ctx, canal.Position{GTIDSet: "0-1-99"}, nil, nil)
 	if !errors.Is(err, ErrFenced) {
 		t.Fatalf("deposed leader save: %v; want ErrFenced", err)
 	}
@@ -196,5 +196,78 @@ func TestLeaseErrAfterRelease(t *testing.T) {
 	}
 	if !errors.Is(l.Err(), ErrReleased) {
 		t.Fatalf("Err() after Release = %v; want ErrReleased", l.Err())
+	}
+}
+
+// Fence lets another transaction (a queue write) commit only while the
+// store's epoch is current.
+func TestStoreFence(t *testing.T) {
+	t.Parallel()
+	pool, _ := migrated(t)
+	ctx := context.Background()
+	s := NewStore(pool, "dialsync", "main")
+	fence := func() error {
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx)
+		return s.Fence(ctx, tx)
+	}
+	if err := fence(); err != nil {
+		t.Fatalf("epoch 0 with no lease ever taken: %v", err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO dialsync.leases (pipeline, epoch, holder, acquired_at) VALUES ('main', 3, 'x', now())`); err != nil {
+		t.Fatal(err)
+	}
+	if err := fence(); !errors.Is(err, ErrFenced) {
+		t.Fatalf("epoch 0 under a lease: %v; want ErrFenced", err)
+	}
+	s.SetEpoch(2)
+	if err := fence(); !errors.Is(err, ErrFenced) {
+		t.Fatalf("old epoch: %v; want ErrFenced", err)
+	}
+	s.SetEpoch(3)
+	if err := fence(); err != nil {
+		t.Fatalf("current epoch: %v", err)
+	}
+}
+
+// A leader paused in the middle of a checkpoint save holds the leases row
+// FOR SHARE on a pool connection; the standby's epoch increment would wait
+// for it as long as the pause lasts. The standby terminates that session
+// too, and takes over in about the TTL.
+func TestLeaseDeposesLeaderPausedMidSave(t *testing.T) {
+	t.Parallel()
+	pool, connString := migrated(t)
+	ctx := context.Background()
+	l1, err := AcquireLeaseWith(ctx, connString, "dialsync", "main", "one", fastLease, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l1.Release(context.Background()) })
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT epoch FROM dialsync.leases WHERE pipeline = 'main' FOR SHARE`); err != nil {
+		t.Fatal(err)
+	}
+	pause(l1)
+	paused := time.Now()
+	actx, cancel := context.WithTimeout(ctx, 5*fastLease.TTL)
+	defer cancel()
+	l2, err := AcquireLeaseWith(actx, connString, "dialsync", "main", "two", fastLease, testLogger(t))
+	if err != nil {
+		t.Fatalf("standby blocked by the paused leader's open save: %v", err)
+	}
+	t.Cleanup(func() { l2.Release(context.Background()) })
+	t.Logf("takeover %s after the pause", time.Since(paused))
+	if l2.Epoch() != l1.Epoch()+1 {
+		t.Fatalf("epoch = %d; want %d", l2.Epoch(), l1.Epoch()+1)
+	}
+	if err := tx.Commit(ctx); err == nil {
+		t.Fatal("the paused leader's transaction committed after the takeover")
 	}
 }

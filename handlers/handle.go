@@ -113,11 +113,12 @@ func Handle(c *canal.Change, r *Result) error {
 		return &RowError{Table: c.Table, Image: "after", Problem: "missing for " + c.Op.String()}
 	}
 
-	refs, learned := len(r.Refs), len(r.Learned)
-	var owner Owner
+	refs, learned, pointers := len(r.Refs), len(r.Learned), len(r.Pointers)
+	var owner, beforeOwner Owner
 	var err error
 	if before != nil {
 		owner, err = handleRow(kind, c.Table, "before", before, r, refs)
+		beforeOwner = owner
 	}
 	if err == nil && after != nil {
 		owner, err = handleRow(kind, c.Table, "after", after, r, refs)
@@ -125,13 +126,24 @@ func Handle(c *canal.Change, r *Result) error {
 	if err != nil {
 		// Leave r as it was: the caller decides what to do with the
 		// whole change, and must not act on half of it.
-		r.Refs, r.Learned = r.Refs[:refs], r.Learned[:learned]
+		r.Refs, r.Learned, r.Pointers = r.Refs[:refs], r.Learned[:learned], r.Pointers[:pointers]
 		return err
 	}
 	if kind == kindClaims {
 		// owner is the after image's when there is one, else the
 		// before image's (delete).
 		r.Learned = append(r.Learned, owner)
+	}
+	if kind == kindUsers {
+		// A deleted user points nowhere; otherwise the after image says.
+		if before != nil && after != nil && beforeOwner.User != owner.User {
+			r.Pointers = append(r.Pointers, Pointer{User: beforeOwner.User}) // id changed
+		}
+		p := Pointer{User: owner.User}
+		if after != nil {
+			p.Address = owner.Claim
+		}
+		r.Pointers = append(r.Pointers, p)
 	}
 	return nil
 }
@@ -151,6 +163,16 @@ func handleRow(kind tableKind, table, image string, row canal.Row, r *Result, st
 			return Owner{}, err
 		}
 		addRef(r, start, Ref{Kind: User, ID: id})
+		// current_user_address_id is nullable: NULL points nowhere. The
+		// pair is returned in an Owner (Claim: address, User: user) to
+		// keep one return type.
+		var addr uint64
+		if row[colParent] != nil {
+			if addr, err = idAt(table, image, cols, row, colParent); err != nil {
+				return Owner{}, err
+			}
+		}
+		return Owner{Claim: addr, User: id}, nil
 	case kindAddresses:
 		id, err := idAt(table, image, cols, row, colID)
 		if err != nil {

@@ -47,20 +47,20 @@ type handleCase struct {
 // when the value does not fit int64 (or signedness metadata is present).
 var handleCases = []handleCase{
 	// users
-	{name: "users insert", changes: []canal.Change{ins("users", row(int64(1)))}},
+	{name: "users insert", changes: []canal.Change{ins("users", row(int64(1), nil))}},
 	{name: "users update names the user once", changes: []canal.Change{
-		upd("users", row(int64(1)), row(int64(1)), "first_name", "updated_at")}},
+		upd("users", row(int64(1), nil), row(int64(1), nil), "first_name", "updated_at")}},
 	{name: "users update of current_user_address_id recomputes the user", changes: []canal.Change{
-		upd("users", row(int64(1)), row(int64(1)), "current_user_address_id", "updated_at")}},
+		upd("users", row(int64(1), int64(10)), row(int64(1), int64(11)), "current_user_address_id", "updated_at")}},
 	{name: "users soft delete is an update", changes: []canal.Change{
-		upd("users", row(int64(1)), row(int64(1)), "deleted_at", "updated_at")}},
-	{name: "users hard delete", changes: []canal.Change{del("users", row(int64(1)))}},
+		upd("users", row(int64(1), nil), row(int64(1), nil), "deleted_at", "updated_at")}},
+	{name: "users hard delete", changes: []canal.Change{del("users", row(int64(1), nil))}},
 	{name: "users id change names both ids", changes: []canal.Change{
-		upd("users", row(int64(1)), row(int64(2)), "id")}},
+		upd("users", row(int64(1), nil), row(int64(2), nil), "id")}},
 	{name: "users id above MaxInt64 as uint64", changes: []canal.Change{
-		ins("users", row(uint64(math.MaxUint64)))}},
+		ins("users", row(uint64(math.MaxUint64), nil))}},
 	{name: "users allow-listed extra columns are ignored", changes: []canal.Change{
-		upd("users", row(int64(1), "Alice", "active"), row(int64(1), "Alicia", "active"), "first_name")}},
+		upd("users", row(int64(1), nil, "Alice", "active"), row(int64(1), nil, "Alicia", "active"), "first_name")}},
 
 	// user_addresses
 	{name: "user_addresses insert", changes: []canal.Change{
@@ -110,14 +110,14 @@ var handleCases = []handleCase{
 
 	// integer kinds other than int64/uint64
 	{name: "narrow integer kinds are accepted", changes: []canal.Change{
-		ins("users", row(int32(3))),
-		ins("users", row(uint32(4))),
-		ins("users", row(int(5))),
-		ins("users", row(uint(6))),
-		ins("users", row(int16(7))),
-		ins("users", row(uint16(8))),
-		ins("users", row(int8(9))),
-		ins("users", row(uint8(10)))}},
+		ins("users", row(int32(3), nil)),
+		ins("users", row(uint32(4), nil)),
+		ins("users", row(int(5), nil)),
+		ins("users", row(uint(6), nil)),
+		ins("users", row(int16(7), nil)),
+		ins("users", row(uint16(8), nil)),
+		ins("users", row(int8(9), nil)),
+		ins("users", row(uint8(10), nil))}},
 
 	// untracked tables
 	{name: "unknown table is ignored", changes: []canal.Change{
@@ -128,15 +128,15 @@ var handleCases = []handleCase{
 		{Table: "jobs", Op: 0}}},
 
 	// poison rows
-	{name: "error users NULL id", changes: []canal.Change{ins("users", row(nil))}},
+	{name: "error users NULL id", changes: []canal.Change{ins("users", row(nil, nil))}},
 	{name: "error users id as string", changes: []canal.Change{
-		ins("users", row("alice@example.com"))}},
+		ins("users", row("alice@example.com", nil))}},
 	{name: "error users id as bytes", changes: []canal.Change{
-		ins("users", row([]byte("98765432")))}, secrets: []string{"98765432"}},
-	{name: "error users id as float", changes: []canal.Change{ins("users", row(12345.5))}},
+		ins("users", row([]byte("98765432"), nil))}, secrets: []string{"98765432"}},
+	{name: "error users id as float", changes: []canal.Change{ins("users", row(12345.5, nil))}},
 	{name: "error users id as time", changes: []canal.Change{
-		ins("users", row(time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC)))}, secrets: []string{"2031"}},
-	{name: "error users negative id", changes: []canal.Change{ins("users", row(int64(-4242)))},
+		ins("users", row(time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC), nil))}, secrets: []string{"2031"}},
+	{name: "error users negative id", changes: []canal.Change{ins("users", row(int64(-4242), nil))},
 		secrets: []string{"4242"}},
 	{name: "error claims NULL user_id in after image", changes: []canal.Change{
 		upd("claims", row(int64(7), int64(1)), row(int64(7), nil), "user_id")}},
@@ -152,10 +152,10 @@ var handleCases = []handleCase{
 		del("claim_vehicle_packages", row(int64(4040), nil))}},
 	{name: "error short row", changes: []canal.Change{ins("claims", row(int64(7777)))}},
 	{name: "error update without before image", changes: []canal.Change{
-		upd("users", nil, row(int64(1111)))}},
+		upd("users", nil, row(int64(1111), nil))}},
 	{name: "error insert without after image", changes: []canal.Change{ins("claims", nil)}},
 	{name: "error delete without before image", changes: []canal.Change{del("claim_requirements", nil)}},
-	{name: "error unknown op", changes: []canal.Change{{Table: "users", Op: 9, After: row(int64(1111))}}},
+	{name: "error unknown op", changes: []canal.Change{{Table: "users", Op: 9, After: row(int64(1111), nil)}}},
 	{name: "error leaves the result as the earlier changes made it", changes: []canal.Change{
 		ins("claims", row(int64(7), int64(1))),
 		upd("claims", row(int64(8), int64(1)), row(int64(8), "B0BSECRET"), "user_id")}},
@@ -189,6 +189,9 @@ func TestHandleGolden(t *testing.T) {
 		}
 		fmt.Fprintf(&out, "refs: %s\n", describeRefs(r.Refs))
 		fmt.Fprintf(&out, "learned: %s\n", describeLearned(r.Learned))
+		if len(r.Pointers) > 0 {
+			fmt.Fprintf(&out, "pointers: %s\n", describePointers(r.Pointers))
+		}
 		if err != nil {
 			fmt.Fprintf(&out, "error: %v\n", err)
 		}
@@ -293,6 +296,14 @@ func describeRefs(refs []Ref) string {
 	return strings.Join(parts, " ")
 }
 
+func describePointers(ps []Pointer) string {
+	parts := make([]string, len(ps))
+	for i, p := range ps {
+		parts[i] = fmt.Sprintf("user %d -> address %d", p.User, p.Address)
+	}
+	return strings.Join(parts, ", ")
+}
+
 func describeLearned(owners []Owner) string {
 	if len(owners) == 0 {
 		return "-"
@@ -358,7 +369,7 @@ func TestIsTracked(t *testing.T) {
 
 func TestSpecs(t *testing.T) {
 	got := describeSpecs(Specs())
-	want := "users(id) user_addresses(id,user_id) claims(id,user_id) " +
+	want := "users(id,current_user_address_id) user_addresses(id,user_id) claims(id,user_id) " +
 		"claim_requirements(id,claim_id) claim_vehicle_packages(id,claim_id)"
 	if got != want {
 		t.Errorf("Specs() = %s\nwant %s", got, want)
@@ -378,13 +389,13 @@ func TestSpecsWith(t *testing.T) {
 	}
 	specs := SpecsWith(extra)
 	got := describeSpecs(specs)
-	want := "users(id,status,is_enabled) user_addresses(id,user_id) claims(id,user_id,status,lender) " +
+	want := "users(id,current_user_address_id,status,is_enabled) user_addresses(id,user_id) claims(id,user_id,status,lender) " +
 		"claim_requirements(id,claim_id) claim_vehicle_packages(id,claim_id)"
 	if got != want {
 		t.Errorf("SpecsWith() = %s\nwant %s", got, want)
 	}
-	if i := ColumnIndex(specs[0], "is_enabled"); i != 2 {
-		t.Errorf("ColumnIndex(users, is_enabled) = %d, want 2", i)
+	if i := ColumnIndex(specs[0], "is_enabled"); i != 3 {
+		t.Errorf("ColumnIndex(users, is_enabled) = %d, want 3", i)
 	}
 	if i := ColumnIndex(specs[2], "user_id"); i != colParent {
 		t.Errorf("ColumnIndex(claims, user_id) = %d, want %d (shared with the handler)", i, colParent)
@@ -416,7 +427,7 @@ var benchChanges = []canal.Change{
 	upd("claim_requirements", row(int64(30), int64(7), "PENDING"), row(int64(30), int64(7), "DONE"), "status"),
 	ins("claim_requirements", row(int64(31), int64(7))),
 	upd("claims", row(int64(7), int64(1)), row(int64(7), int64(2)), "user_id"),
-	upd("users", row(int64(1)), row(int64(1)), "phone_number"),
+	upd("users", row(int64(1), int64(5)), row(int64(1), int64(5)), "phone_number"),
 	upd("user_addresses", row(int64(9), int64(1)), row(int64(9), int64(1)), "post_code"),
 	del("claim_vehicle_packages", row(int64(40), uint64(7))),
 	ins("jobs", row(int64(1), "payload")),

@@ -29,13 +29,22 @@ type Owner struct {
 	Claim, User uint64
 }
 
+// Pointer is a user's current_user_address_id learned from a users row
+// image (Address 0: none, or the user was deleted), so an address change
+// resolves to the users pointing at it at that place in the binlog.
+type Pointer struct {
+	User, Address uint64
+}
+
 // Result collects what one or more changes touch. Handle appends to it, so
 // one Result can be reused for a whole batch (call Reset between batches).
 type Result struct {
 	Refs []Ref
 	// Learned claim owners, in binlog order (a later entry wins).
 	Learned []Owner
+	// Pointers learned from users rows, in binlog order.
+	Pointers []Pointer
 }
 
 // Reset empties r, keeping its capacity.
-func (r *Result) Reset() { r.Refs = r.Refs[:0]; r.Learned = r.Learned[:0] }
+func (r *Result) Reset() { r.Refs, r.Learned, r.Pointers = r.Refs[:0], r.Learned[:0], r.Pointers[:0] }

@@ -18,9 +18,9 @@ const (
 // their index with ColumnIndex once, at start-up.
 //
 // Every table: index 0 is the primary key "id". The tables that point at a
-// parent carry the parent id at index 1 ("user_id" or "claim_id"); users has
-// no second column because the queue rule and the address lookup are
-// evaluated on the lookup server, not from row images.
+// parent carry the parent id at index 1 ("user_id" or "claim_id"); users
+// carries current_user_address_id at index 1, so the apply side knows which
+// users point at an address at each place in the binlog.
 const (
 	colID     = 0 // "id"
 	colParent = 1 // "user_id" / "claim_id"
@@ -34,7 +34,7 @@ var ownColumns = [...]struct {
 	table string
 	cols  []string
 }{
-	kindUsers:           {TableUsers, []string{"id"}},
+	kindUsers:           {TableUsers, []string{"id", "current_user_address_id"}},
 	kindAddresses:       {TableUserAddresses, []string{"id", "user_id"}},
 	kindClaims:          {TableClaims, []string{"id", "user_id"}},
 	kindRequirements:    {TableClaimRequirements, []string{"id", "claim_id"}},

@@ -227,7 +227,8 @@ func (b *bench) catchUpScenario(ctx context.Context, p *proc, pc pipeCfg, cfgPat
 	var drain, noop, drate, nrate, ratio []float64
 	var rs []benchkit.Resources
 	var work []int
-	for run := 1; run <= b.o.runs; run++ {
+	var stages []*benchkit.Stages
+	for run := 1; run <= b.o.catchUpRuns; run++ {
 		if err := b.waitCaughtUp(ctx, p, pc.schema, "", 5*time.Minute); err != nil {
 			return nil, p, err
 		}
@@ -254,7 +255,7 @@ func (b *bench) catchUpScenario(ctx context.Context, p *proc, pc pipeCfg, cfgPat
 			return nil, p, err
 		}
 		if int64(rows) != wrows {
-			b.log.Warn("catch-up: the no-op reader saw a different number of row changes than written", "written", wrows, "read", rows)
+			b.log.Warn("catch-up: the no-op reader saw a different number of row changes than written", "written", wrows, "read", rows, "written_txns", wtxns)
 		}
 		b.log.Info("catch-up: no-op reader done", "rows", rows, "txns", txns, "took", noopTook.Round(time.Millisecond))
 
@@ -272,6 +273,9 @@ func (b *bench) catchUpScenario(ctx context.Context, p *proc, pc pipeCfg, cfgPat
 		if err != nil {
 			return nil, p, err
 		}
+		if m := b.scrape(ctx, pc); m != nil {
+			r.Stages = benchkit.StagesBetween(nil, m, drainTook)
+		}
 		r.Rows, r.Txns = rows, txns
 		r.WriteSec, r.DrainSec, r.NoopSec = write.Seconds(), drainTook.Seconds(), noopTook.Seconds()
 		r.DialsyncRate = float64(rows) / drainTook.Seconds()
@@ -284,7 +288,9 @@ func (b *bench) catchUpScenario(ctx context.Context, p *proc, pc pipeCfg, cfgPat
 		drain, noop = append(drain, r.DrainSec), append(noop, r.NoopSec)
 		drate, nrate, ratio = append(drate, r.DialsyncRate), append(nrate, r.NoopRate), append(ratio, r.Ratio)
 		rs, work = append(rs, r.Resources), append(work, rows)
+		stages = append(stages, r.Stages)
 	}
+	res.Stages = benchkit.CombineStages(stages)
 	res.DrainSec, res.NoopSec = benchkit.SpreadOf(drain), benchkit.SpreadOf(noop)
 	res.DialsyncRate, res.NoopRate, res.Ratio = benchkit.SpreadOf(drate), benchkit.SpreadOf(nrate), benchkit.SpreadOf(ratio)
 	res.Resources = benchkit.SpreadResources(rs, work, "row changes")

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -203,10 +204,35 @@ type pipeCfg struct {
 	schema   string // PostgreSQL schema
 	stream   string // JetStream stream
 	subjects string // subject prefix
+	listen   string // dialsync's HTTP listen address ("" = off)
 }
 
-func (b *bench) mainPipe() pipeCfg {
-	return pipeCfg{schema: "dialsync", stream: strings.ToUpper(b.name), subjects: b.name}
+// mainPipe is the measured pipeline; its /metrics tell where the apply
+// loop's time goes.
+func (b *bench) mainPipe() (pipeCfg, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return pipeCfg{}, fmt.Errorf("find a free port: %w", err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return pipeCfg{schema: "dialsync", stream: strings.ToUpper(b.name), subjects: b.name, listen: addr}, nil
+}
+
+// scrape reads the pipeline's /metrics; nil (logged) when it cannot, since
+// the stage breakdown is a diagnosis, not a result.
+func (b *bench) scrape(ctx context.Context, pc pipeCfg) benchkit.Metrics {
+	if pc.listen == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	m, err := benchkit.Scrape(ctx, "http://"+pc.listen+"/metrics")
+	if err != nil {
+		b.log.Warn("could not scrape dialsync's metrics", "error", err)
+		return nil
+	}
+	return m
 }
 
 // writeConfig writes a dialsync config for p (the shape of the end-to-end
@@ -233,13 +259,13 @@ url = %q
 stream = %q
 subject_prefix = %q
 [http]
-listen = ""
+listen = %q
 [reconcile]
 interval = "off"
 [log]
 format = "json"
 level = "info"
-`, pipelineName, b.my.Addr(), b.serverID, b.name, b.pgDSN, p.schema, b.o.redisAddr, b.prefix, b.o.natsURL, p.stream, p.subjects)
+`, pipelineName, b.my.Addr(), b.serverID, b.name, b.pgDSN, p.schema, b.o.redisAddr, b.prefix, b.o.natsURL, p.stream, p.subjects, p.listen)
 	path := filepath.Join(b.dir, p.stream+".toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return "", fmt.Errorf("write config: %w", err)

@@ -297,11 +297,12 @@ func (b *bench) latencyScenario(ctx context.Context, p *proc, pc pipeCfg) ([]ben
 			name = fmt.Sprintf("max (%d writers)", len(ws))
 		}
 		res := benchkit.LatencyResult{Name: name, Rate: rate, Writers: len(ws), WindowSec: b.o.window.Seconds()}
-		var achieved, first, last []float64
+		var achieved, first, last, growth []float64
 		var nl, rl []benchkit.Latency
 		var nm, rm []int
 		var rs []benchkit.Resources
 		var work []int
+		var stages []*benchkit.Stages
 		res.Flat = true
 		for run := 1; run <= b.o.runs; run++ {
 			r, err := b.latencyRun(ctx, p, pc, ws, col, rate)
@@ -312,16 +313,18 @@ func (b *bench) latencyScenario(ctx context.Context, p *proc, pc pipeCfg) ([]ben
 				"notice_p99_ms", r.Notice.P99, "cache_p99_ms", r.Redis.P99, "missing", r.NoticeMissing, "flat", r.Flat)
 			res.Runs = append(res.Runs, r)
 			achieved = append(achieved, r.AchievedRate)
-			first, last = append(first, r.First20MS), append(last, r.Last20MS)
+			first, last, growth = append(first, r.First20MS), append(last, r.Last20MS), append(growth, r.Growth)
 			nl, rl = append(nl, r.Notice), append(rl, r.Redis)
 			nm, rm = append(nm, r.NoticeMissing), append(rm, r.RedisMissing)
 			rs, work = append(rs, r.Resources), append(work, r.Writes)
+			stages = append(stages, r.Stages)
 			res.Flat = res.Flat && r.Flat
 		}
 		res.Achieved = benchkit.SpreadOf(achieved)
-		res.First20, res.Last20 = benchkit.SpreadOf(first), benchkit.SpreadOf(last)
+		res.First20, res.Last20, res.Growth = benchkit.SpreadOf(first), benchkit.SpreadOf(last), benchkit.SpreadOf(growth)
 		res.Notice, res.Redis = benchkit.SpreadLatency(nl, nm), benchkit.SpreadLatency(rl, rm)
 		res.Resources = benchkit.SpreadResources(rs, work, "row changes")
+		res.Stages = benchkit.CombineStages(stages)
 		out = append(out, res)
 	}
 	return out, nil
@@ -333,6 +336,8 @@ func (b *bench) latencyRun(ctx context.Context, p *proc, pc pipeCfg, ws []*write
 		return r, err
 	}
 	col.reset()
+	before := b.scrape(ctx, pc)
+	t0 := time.Now()
 	s, err := benchkit.StartSampler(p.pid(), 100*time.Millisecond)
 	if err != nil {
 		return r, err
@@ -363,6 +368,9 @@ func (b *bench) latencyRun(ctx context.Context, p *proc, pc pipeCfg, ws []*write
 		time.Sleep(5 * time.Millisecond)
 	}
 	r.Resources = s.Stop()
+	if after := b.scrape(ctx, pc); before != nil && after != nil {
+		r.Stages = benchkit.StagesBetween(before, after, time.Since(t0))
+	}
 	notices, dels := col.take()
 	samples, missing, extra := benchkit.MatchFIFO(commits, notices)
 	dsamples, dmissing := benchkit.MatchFirst(commits, dels)
@@ -370,8 +378,8 @@ func (b *bench) latencyRun(ctx context.Context, p *proc, pc pipeCfg, ws []*write
 	r.AchievedRate = float64(len(commits)) / b.o.window.Seconds()
 	r.Notice, r.NoticeMissing, r.NoticeExtra = benchkit.Summarize(benchkit.Latencies(samples)), missing, extra
 	r.Redis, r.RedisMissing = benchkit.Summarize(benchkit.Latencies(dsamples)), dmissing
-	f, l := benchkit.Trend(samples)
-	r.First20MS, r.Last20MS = float64(f.Microseconds())/1000, float64(l.Microseconds())/1000
-	r.Flat = benchkit.Flat(f, l) && missing == 0
+	f, l, g := benchkit.Trend(samples)
+	r.First20MS, r.Last20MS, r.Growth = float64(f.Microseconds())/1000, float64(l.Microseconds())/1000, g
+	r.Flat = benchkit.Flat(f, l, g) && missing == 0
 	return r, nil
 }

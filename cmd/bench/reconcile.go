@@ -78,5 +78,10 @@ func (b *bench) reconcileOnce(ctx context.Context, p pipeCfg, i int) (run benchk
 	run.WallSec = line.at.Sub(proc.started).Seconds()
 	run.Users = intField(line.fields["users"])
 	run.Entered = intField(line.fields["entered"])
+	// Let the bootstrap finish (it stores its start position next) so the
+	// process stops cleanly rather than mid-bootstrap.
+	if err := b.waitCaughtUp(ctx, proc, p.schema, "", time.Minute); err != nil {
+		return run, err
+	}
 	return run, proc.stop()
 }

@@ -282,6 +282,21 @@ func assertNoLoss(t *testing.T, p *pipe, ops []demo.Op) {
 	if lost > 0 {
 		t.Fatalf("%d (transaction, user) notices lost", lost)
 	}
+	// Attribution is exact (claims and address pointers resolve as of the
+	// change's binlog position), so no user gets a notice for a transaction
+	// that did not touch it either.
+	extra := 0
+	for u, n := range got {
+		if len(n) > want[u] {
+			extra += len(n) - want[u]
+			if extra < 10 {
+				t.Errorf("user %d: %d notices, only %d transactions touched it", u, len(n), want[u])
+			}
+		}
+	}
+	if extra > 0 {
+		t.Fatalf("%d notices for users the transactions did not touch", extra)
+	}
 	total := 0
 	for _, v := range got {
 		total += len(v)

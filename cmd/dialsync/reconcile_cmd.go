@@ -135,6 +135,9 @@ type reconcileResult struct {
 	Drift      int64     `json:"drift"`
 	Chunks     int       `json:"chunks"`
 	TookMS     float64   `json:"took_ms"`
+	RuleMS     float64   `json:"rule_ms"`   // evaluating the queue rule on the lookup server
+	WriteMS    float64   `json:"write_ms"`  // writing (dry run: diffing) the queue in PostgreSQL
+	NotifyMS   float64   `json:"notify_ms"` // deleting cache keys and publishing notices
 	EnteredIDs []uint64  `json:"entered_ids"`
 	LeftIDs    []uint64  `json:"left_ids"`
 	ChangedIDs []uint64  `json:"changed_ids"`
@@ -200,6 +203,8 @@ func runReconcileCmd(ctx context.Context, args []string, stdout, stderr io.Write
 			return fmt.Errorf("reconcile: %w", err)
 		}
 		defer lease.Release(context.WithoutCancel(ctx))
+		// Any checkpoint write the loop makes is fenced by our epoch.
+		env.ckpt.SetEpoch(lease.Epoch())
 		var cancel context.CancelCauseFunc
 		ctx, cancel = context.WithCancelCause(ctx)
 		defer cancel(nil)
@@ -245,53 +250,57 @@ func runReconcileCmd(ctx context.Context, args []string, stdout, stderr io.Write
 	opts := reconcile.Options{Trigger: metrics.TriggerManual, DryRun: a.dryRun, CollectIDs: true}
 	var sum reconcile.Summary
 	if res.Mode == "all" {
-		maxID, err := env.lookup.MaxUserID(ctx)
-		if err != nil {
+		var maxID uint64
+		if maxID, err = env.lookup.MaxUserID(ctx); err != nil {
 			return err
 		}
 		bar = progress.New(stderr, "reconcile", "user ids", int64(maxID))
 		opts.Progress = func(last uint64, s reconcile.Summary) {
-			bar.Set(int64(min(last, maxID)))
 			if s.Complete {
 				// End the line now: the reconciler logs its result next.
-				bar.Set(int64(maxID))
-				bar.Finish()
+				bar.Done(int64(maxID))
+				return
 			}
+			bar.Set(int64(min(last, maxID)))
 		}
 		sum, err = rec.Run(ctx, opts)
 		bar.Finish()
-		if err != nil {
-			return err
-		}
 	} else {
 		distinct := slices.Compact(slices.Sorted(slices.Values(users)))
 		bar = progress.New(stderr, "reconcile", "users", int64(len(distinct)))
 		opts.Progress = func(_ uint64, s reconcile.Summary) {
-			bar.Set(s.Users)
 			if s.Complete {
-				bar.Finish()
+				bar.Done(s.Users)
+				return
 			}
+			bar.Set(s.Users)
 		}
 		sum, err = rec.RunUsers(ctx, users, opts)
 		bar.Finish()
-		if err != nil {
-			return err
-		}
 	}
 
+	if err != nil {
+		if ctx.Err() != nil && !a.dryRun {
+			return fmt.Errorf("reconcile interrupted after %d chunks: the queue is partly reconciled; rerun to finish (every chunk is idempotent): %w", sum.Chunks, context.Cause(ctx))
+		}
+		return err
+	}
 	res.RunID, res.Users, res.Queued = sum.RunID, sum.Users, sum.Queued
 	res.Entered, res.Left, res.Changed, res.Drift = sum.Entered, sum.Left, sum.Changed, sum.Drift()
-	res.Chunks, res.TookMS, res.StartedAt = sum.Chunks, float64(sum.Took.Microseconds())/1000, sum.Started.UTC()
-	res.EnteredIDs, res.LeftIDs, res.ChangedIDs = nonNil(sum.EnteredIDs), nonNil(sum.LeftIDs), nonNil(sum.ChangedIDs)
+	res.Chunks, res.TookMS, res.StartedAt = sum.Chunks, millis(sum.Took), sum.Started.UTC()
+	res.RuleMS, res.WriteMS, res.NotifyMS = millis(sum.RuleTime), millis(sum.WriteTime), millis(sum.NotifyTime)
+	res.EnteredIDs, res.LeftIDs, res.ChangedIDs = idsOrEmpty(sum.EnteredIDs), idsOrEmpty(sum.LeftIDs), idsOrEmpty(sum.ChangedIDs)
 	if a.asJSON {
 		enc := json.NewEncoder(stdout)
 		return enc.Encode(res)
 	}
-	printReconcile(stdout, res, sum.Took)
+	printReconcile(stdout, res, sum)
 	return nil
 }
 
-func nonNil(ids []uint64) []uint64 {
+func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func idsOrEmpty(ids []uint64) []uint64 {
 	if ids == nil {
 		return []uint64{}
 	}
@@ -302,7 +311,7 @@ func nonNil(ids []uint64) []uint64 {
 // lists all).
 const maxPrintedIDs = 50
 
-func printReconcile(w io.Writer, r reconcileResult, took time.Duration) {
+func printReconcile(w io.Writer, r reconcileResult, sum reconcile.Summary) {
 	what := "reconciled"
 	if r.DryRun {
 		what = "dry run (nothing changed)"
@@ -314,8 +323,9 @@ func printReconcile(w io.Writer, r reconcileResult, took time.Duration) {
 	case "since":
 		scope = fmt.Sprintf("%d users changed since %s", r.Users, r.Since)
 	}
-	fmt.Fprintf(w, "%s: %s, %d queued by the rule; drift %d: %d entered, %d left, %d changed; %d chunks in %s\n",
-		what, scope, r.Queued, r.Drift, r.Entered, r.Left, r.Changed, r.Chunks, took.Round(time.Millisecond))
+	fmt.Fprintf(w, "%s: %s, %d queued by the rule; drift %d: %d entered, %d left, %d changed; %d chunks in %s (rule %s, queue %s, cache+notices %s)\n",
+		what, scope, r.Queued, r.Drift, r.Entered, r.Left, r.Changed, r.Chunks, sum.Took.Round(time.Millisecond),
+		sum.RuleTime.Round(time.Millisecond), sum.WriteTime.Round(time.Millisecond), sum.NotifyTime.Round(time.Millisecond))
 	for _, k := range []struct {
 		name string
 		ids  []uint64

@@ -122,22 +122,29 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	loop := env.newLoop(log, mon)
 	mon.loop.Store(loop)
-	// The claim -> user map as of the checkpoint (see internal/apply). A
-	// bootstrap, or a checkpoint an operator moved, starts from the lookup
-	// server's current claims, stored with the next checkpoint.
-	owners, err := env.ckpt.Owners(ctx)
-	if err != nil {
-		return err
-	}
-	if !found || len(owners) == 0 {
-		if owners, err = env.lookup.AllClaimOwners(ctx); err != nil {
+	// The claim -> user and user -> address maps as of the checkpoint (see
+	// internal/apply). A bootstrap reads them below with its start position;
+	// a checkpoint an operator moved starts from the lookup server's current
+	// rows, stored with the next checkpoint.
+	var owners, pointers map[uint64]uint64
+	if found {
+		if owners, err = env.ckpt.Owners(ctx); err != nil {
 			return err
 		}
-		// A bootstrap stores the map with its start position below;
-		// otherwise the next checkpoint stores it.
-		loop.SetOwners(owners, found)
-	} else {
-		loop.SetOwners(owners, false)
+		if pointers, err = env.ckpt.Pointers(ctx); err != nil {
+			return err
+		}
+		stale := len(owners) == 0 && len(pointers) == 0
+		if stale {
+			if owners, err = env.lookup.AllClaimOwners(ctx); err != nil {
+				return err
+			}
+			if pointers, err = env.lookup.AllUserPointers(ctx); err != nil {
+				return err
+			}
+		}
+		loop.SetOwners(owners, stale)
+		loop.SetPointers(pointers, stale)
 	}
 
 	loopErr := make(chan error, 1)
@@ -150,10 +157,11 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		// then reconcile the whole queue through the apply loop, then stream
 		// from the recorded position. Everything that changes during the
 		// reconcile is in the binlog after `from` and recomputed again.
-		from, err = canal.Head(ctx, env.canalCfg)
-		if err != nil {
-			return fmt.Errorf("bootstrap: read source head: %w", err)
+		if from, owners, pointers, err = env.bootstrapStart(ctx); err != nil {
+			return err
 		}
+		loop.SetOwners(owners, false)
+		loop.SetPointers(pointers, false)
 		log.Info("no checkpoint: bootstrapping", "from", from.String())
 		sum, err := rec.Run(ctx, reconcile.Options{Trigger: metrics.TriggerBootstrap})
 		if err != nil {
@@ -161,7 +169,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		mon.onReconcile(metrics.TriggerBootstrap, sum)
 		log.Info("bootstrap reconcile done", "users", sum.Users, "entered", sum.Entered, "left", sum.Left, "changed", sum.Changed, "took", sum.Took.Round(time.Millisecond))
-		if err := loop.Do(ctx, func(ctx context.Context) error { return env.ckpt.Save(ctx, from, owners) }); err != nil {
+		if err := loop.Do(ctx, func(ctx context.Context) error { return env.ckpt.Save(ctx, from, owners, pointers) }); err != nil {
 			return fmt.Errorf("bootstrap: store start position: %w", err)
 		}
 	} else if cfg.Reconcile.OnStart == "always" {
@@ -203,6 +211,31 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	log.Info("stopped cleanly")
 	return nil
+}
+
+// bootstrapStart records where a bootstrap starts streaming and the maps as
+// of that position: on MariaDB exactly, from one consistent snapshot; on
+// MySQL the head first and the maps right after (a change in between is
+// replayed with the newer map).
+func (e *env) bootstrapStart(ctx context.Context) (from canal.Position, owners, pointers map[uint64]uint64, err error) {
+	// Head also runs the source checks (binlog format, row image, tables).
+	if from, err = canal.Head(ctx, e.canalCfg); err != nil {
+		return from, nil, nil, fmt.Errorf("bootstrap: read source head: %w", err)
+	}
+	snap, ok, err := e.lookup.ConsistentSnapshot(ctx)
+	if err != nil {
+		return from, nil, nil, fmt.Errorf("bootstrap: %w", err)
+	}
+	if ok && snap.GTIDSet != "" {
+		return canal.Position{File: snap.File, Pos: snap.Pos, GTIDSet: snap.GTIDSet}, snap.Owners, snap.Pointers, nil
+	}
+	if owners, err = e.lookup.AllClaimOwners(ctx); err != nil {
+		return from, nil, nil, err
+	}
+	if pointers, err = e.lookup.AllUserPointers(ctx); err != nil {
+		return from, nil, nil, err
+	}
+	return from, owners, pointers, nil
 }
 
 // scheduled calls fn every interval (never when interval is 0).

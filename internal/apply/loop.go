@@ -137,24 +137,90 @@ type Loop struct {
 	saveErr  chan error
 
 	// Loop-goroutine state.
-	owners map[uint64]uint64 // claim -> user as of the last applied change
-	dirty  map[uint64]uint64 // owners changed since the last checkpoint save
-	// owners changed by the pieces of a large transaction not yet ended:
-	// they join dirty at its last piece, so the map stored with a
-	// checkpoint never runs ahead of that checkpoint.
-	dirtyPartial map[uint64]uint64
-	partial      map[uint64]*agg // notices of a large transaction's earlier pieces
-	res          handlers.Result
+	owners   *tracked            // claim -> user, as of the binlog position
+	pointers *tracked            // user -> current_user_address_id
+	pointed  map[uint64][]uint64 // address -> users pointing at it (pointers reversed)
+	partial  map[uint64]*agg     // notices of a large transaction's earlier pieces
+	res      handlers.Result
 }
 
 // SetOwners seeds the claim -> user map (from the map stored with the
 // checkpoint, or at a bootstrap from the lookup server). With dirty set,
 // the whole map is stored with the next checkpoint. Call before Run.
-func (l *Loop) SetOwners(m map[uint64]uint64, dirty bool) {
-	l.owners = m
-	if dirty {
-		maps.Copy(l.dirty, m)
+func (l *Loop) SetOwners(m map[uint64]uint64, dirty bool) { l.owners.seed(m, dirty) }
+
+// SetPointers seeds the user -> current_user_address_id map like
+// SetOwners. Until it is called, address changes resolve on the lookup
+// server instead (which may already show later pointer changes).
+func (l *Loop) SetPointers(m map[uint64]uint64, dirty bool) {
+	l.pointed = make(map[uint64][]uint64, len(m))
+	for u, a := range m {
+		l.pointed[a] = append(l.pointed[a], u)
 	}
+	l.pointers.seed(m, dirty)
+}
+
+// setPointer records that user points at addr (0: nowhere).
+func (l *Loop) setPointer(user, addr uint64, partial bool) {
+	if old, ok := l.pointers.m[user]; ok && old != 0 {
+		l.pointed[old] = slices.DeleteFunc(l.pointed[old], func(u uint64) bool { return u == user })
+		if len(l.pointed[old]) == 0 {
+			delete(l.pointed, old)
+		}
+	}
+	if addr != 0 {
+		l.pointed[addr] = append(l.pointed[addr], user)
+	}
+	l.pointers.set(user, addr, partial)
+}
+
+// tracked is a map kept as of the binlog position being applied, with the
+// entries changed since the last checkpoint (stored with it, so the stored
+// map always matches the stored position).
+type tracked struct {
+	m     map[uint64]uint64
+	dirty map[uint64]uint64
+	// Entries changed by the pieces of a large transaction not yet ended:
+	// they join dirty at its last piece, so the map stored with a
+	// checkpoint never runs ahead of that checkpoint.
+	dirtyPartial map[uint64]uint64
+}
+
+func newTracked() *tracked {
+	return &tracked{m: map[uint64]uint64{}, dirty: map[uint64]uint64{}, dirtyPartial: map[uint64]uint64{}}
+}
+
+func (t *tracked) seed(m map[uint64]uint64, dirty bool) {
+	t.m = m
+	if dirty {
+		maps.Copy(t.dirty, m)
+	}
+}
+
+func (t *tracked) set(k, v uint64, partial bool) {
+	t.m[k] = v
+	if partial {
+		t.dirtyPartial[k] = v
+	} else {
+		t.dirty[k] = v
+	}
+}
+
+// endTxn is called at the last piece of a large transaction.
+func (t *tracked) endTxn() {
+	for k, v := range t.dirtyPartial {
+		if _, ok := t.dirty[k]; !ok {
+			t.dirty[k] = v
+		}
+	}
+	clear(t.dirtyPartial)
+}
+
+// take hands over the dirty entries (for a checkpoint save).
+func (t *tracked) take() map[uint64]uint64 {
+	d := t.dirty
+	t.dirty = map[uint64]uint64{}
+	return d
 }
 
 // New builds a loop.
@@ -175,19 +241,18 @@ func New(cfg Config, deps Deps, log *slog.Logger) *Loop {
 		cfg.RetryMax = 10 * time.Second
 	}
 	return &Loop{
-		cfg:          cfg,
-		deps:         deps,
-		log:          log,
-		src:          "dialsync/" + cfg.Pipeline,
-		in:           make(chan item, 4*cfg.MaxBatchTxns),
-		space:        make(chan struct{}, 1),
-		saveKick:     make(chan struct{}, 1),
-		saveIdle:     make(chan struct{}, 1),
-		saveErr:      make(chan error, 1),
-		owners:       make(map[uint64]uint64),
-		dirty:        make(map[uint64]uint64),
-		dirtyPartial: make(map[uint64]uint64),
-		partial:      make(map[uint64]*agg),
+		cfg:      cfg,
+		deps:     deps,
+		log:      log,
+		src:      "dialsync/" + cfg.Pipeline,
+		in:       make(chan item, 4*cfg.MaxBatchTxns),
+		space:    make(chan struct{}, 1),
+		saveKick: make(chan struct{}, 1),
+		saveIdle: make(chan struct{}, 1),
+		saveErr:  make(chan error, 1),
+		owners:   newTracked(),
+		pointers: newTracked(),
+		partial:  make(map[uint64]*agg),
 	}
 }
 
@@ -313,23 +378,24 @@ func (l *Loop) Run(ctx context.Context) error {
 // position, the claim owners learned up to it, and the outbox messages
 // published up to it (deleted with it).
 type saveReq struct {
-	pos    canal.Position
-	owners map[uint64]uint64
-	outbox []string
+	pos              canal.Position
+	owners, pointers map[uint64]uint64
+	outbox           []string
 }
 
 // queueSave hands the saver a newer position, merging with one it has not
 // taken yet (later owners win).
-func (l *Loop) queueSave(pos canal.Position, owners map[uint64]uint64, outbox []string) {
+func (l *Loop) queueSave(r saveReq) {
 	l.saveMu.Lock()
 	if n := l.saveNext; n != nil {
-		if !pos.IsZero() {
-			n.pos = pos
+		if !r.pos.IsZero() {
+			n.pos = r.pos
 		}
-		maps.Copy(n.owners, owners)
-		n.outbox = append(n.outbox, outbox...)
+		maps.Copy(n.owners, r.owners)
+		maps.Copy(n.pointers, r.pointers)
+		n.outbox = append(n.outbox, r.outbox...)
 	} else {
-		l.saveNext = &saveReq{pos: pos, owners: owners, outbox: outbox}
+		l.saveNext = &r
 	}
 	l.saveMu.Unlock()
 	select {
@@ -371,7 +437,7 @@ func (l *Loop) saver(ctx context.Context) {
 		// signal): a clean stop must store its checkpoint.
 		err := l.retry(work, "clear outbox", func() error { return l.deps.Queue.DeleteOutbox(work, req.outbox) })
 		if err == nil && !req.pos.IsZero() {
-			err = l.retry(work, "save checkpoint", func() error { return l.deps.Checkpoint.Save(work, req.pos, req.owners) })
+			err = l.retry(work, "save checkpoint", func() error { return l.deps.Checkpoint.Save(work, req.pos, req.owners, req.pointers) })
 		}
 		l.saveMu.Lock()
 		l.saving = false
@@ -544,33 +610,35 @@ func (l *Loop) apply(work, stop context.Context, batch []*canal.Txn) error {
 				case handlers.User:
 					addTouch(i, r.ID, c)
 				case handlers.Claim:
-					if u, ok := l.owners[r.ID]; ok {
+					if u, ok := l.owners.m[r.ID]; ok {
 						addTouch(i, u, c)
 					} else {
 						later = append(later, pendingRef{ref: r, txn: i, c: c})
 					}
 				case handlers.Address:
-					later = append(later, pendingRef{ref: r, txn: i, c: c})
+					if l.pointed == nil {
+						later = append(later, pendingRef{ref: r, txn: i, c: c})
+						continue
+					}
+					for _, u := range l.pointed[r.ID] {
+						addTouch(i, u, c)
+					}
 				}
 			}
 			// Learned after the refs: a claim's own change already names
 			// both its old and new user.
 			for _, o := range l.res.Learned {
-				l.owners[o.Claim] = o.User
-				if t.Partial {
-					l.dirtyPartial[o.Claim] = o.User
-				} else {
-					l.dirty[o.Claim] = o.User
+				l.owners.set(o.Claim, o.User, t.Partial)
+			}
+			if l.pointed != nil {
+				for _, p := range l.res.Pointers {
+					l.setPointer(p.User, p.Address, t.Partial)
 				}
 			}
 		}
 		if !t.Partial && t.Piece > 0 {
-			for c, u := range l.dirtyPartial {
-				if _, ok := l.dirty[c]; !ok {
-					l.dirty[c] = u
-				}
-			}
-			clear(l.dirtyPartial)
+			l.owners.endTxn()
+			l.pointers.endTxn()
 		}
 		if !t.Partial && !t.CommitTime.IsZero() {
 			st.NewestCommit = t.CommitTime
@@ -751,13 +819,11 @@ func (l *Loop) apply(work, stop context.Context, batch []*canal.Txn) error {
 		published = append(published, m.ID)
 	}
 	if !pos.IsZero() || len(published) > 0 {
-		owners := l.dirty
+		req := saveReq{pos: pos, outbox: published, owners: map[uint64]uint64{}, pointers: map[uint64]uint64{}}
 		if !pos.IsZero() {
-			l.dirty = make(map[uint64]uint64)
-		} else {
-			owners = map[uint64]uint64{}
+			req.owners, req.pointers = l.owners.take(), l.pointers.take()
 		}
-		l.queueSave(pos, owners, published)
+		l.queueSave(req)
 		st.Checkpoint = pos
 	}
 	if l.cfg.OnApplied != nil {

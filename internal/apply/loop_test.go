@@ -22,24 +22,25 @@ import (
 // cmd/dialsync's integration tests.
 
 type fakes struct {
-	mu           sync.Mutex
-	calls        []string
-	owners       map[uint64]uint64
-	addrs        map[uint64][]uint64
-	queued       map[uint64]queue.Row // the rule's answer
-	table        map[uint64]queue.Row // the "PostgreSQL" queue
-	outbox       []notice.Message
-	deleted      []string
-	pubs         []notice.Message
-	saved        []canal.Position
-	failNext     map[string]int // op -> failures to inject
-	storedOwners map[uint64]uint64
-	savedCh      chan canal.Position
+	mu             sync.Mutex
+	calls          []string
+	owners         map[uint64]uint64
+	addrs          map[uint64][]uint64
+	queued         map[uint64]queue.Row // the rule's answer
+	table          map[uint64]queue.Row // the "PostgreSQL" queue
+	outbox         []notice.Message
+	deleted        []string
+	pubs           []notice.Message
+	saved          []canal.Position
+	failNext       map[string]int // op -> failures to inject
+	storedOwners   map[uint64]uint64
+	storedPointers map[uint64]uint64
+	savedCh        chan canal.Position
 }
 
 func newFakes() *fakes {
 	return &fakes{owners: map[uint64]uint64{}, addrs: map[uint64][]uint64{}, queued: map[uint64]queue.Row{},
-		table: map[uint64]queue.Row{}, failNext: map[string]int{}, storedOwners: map[uint64]uint64{}, savedCh: make(chan canal.Position, 100)}
+		table: map[uint64]queue.Row{}, failNext: map[string]int{}, storedOwners: map[uint64]uint64{}, storedPointers: map[uint64]uint64{}, savedCh: make(chan canal.Position, 100)}
 }
 
 func (f *fakes) step(op string) error {
@@ -161,7 +162,7 @@ func (f *fakes) Publish(_ context.Context, msgs []notice.Message) error {
 	f.pubs = append(f.pubs, msgs...)
 	return nil
 }
-func (f *fakes) Save(_ context.Context, p canal.Position, owners map[uint64]uint64) error {
+func (f *fakes) Save(_ context.Context, p canal.Position, owners, pointers map[uint64]uint64) error {
 	if err := f.step("checkpoint"); err != nil {
 		return err
 	}
@@ -169,6 +170,9 @@ func (f *fakes) Save(_ context.Context, p canal.Position, owners map[uint64]uint
 	f.saved = append(f.saved, p)
 	for c, u := range owners {
 		f.storedOwners[c] = u
+	}
+	for u, a := range pointers {
+		f.storedPointers[u] = a
 	}
 	f.mu.Unlock()
 	f.savedCh <- p
@@ -206,7 +210,7 @@ func txn(gtid string, end uint32, changes ...canal.Change) *canal.Txn {
 }
 
 func userUpdate(id int64, cols ...string) canal.Change {
-	return canal.Change{Table: "users", Op: canal.Update, Before: canal.Row{id}, After: canal.Row{id}, Changed: cols}
+	return canal.Change{Table: "users", Op: canal.Update, Before: canal.Row{id, nil}, After: canal.Row{id, nil}, Changed: cols}
 }
 
 // The order of the four steps is the heart of invariants 1 and 3.
@@ -494,5 +498,71 @@ func TestDeadLetterPolicy(t *testing.T) {
 	}
 	if !slices.Contains(types, notice.TypeDeadLetter) || !slices.Contains(types, notice.TypeUserChanged) {
 		t.Fatalf("notices = %v", types)
+	}
+}
+
+// An address change resolves to the users pointing at the address at that
+// place in the binlog: a user who moved away later in the batch is still
+// named, one who moved in later is not.
+func TestAddressPointersAsOfBinlogPosition(t *testing.T) {
+	f := newFakes()
+	f.addrs[70] = []uint64{99} // the lookup server's (later) view: must not be used
+	applied := make(chan BatchStats, 10)
+	l := newTestLoop(t, f, applied)
+	l.SetPointers(map[uint64]uint64{5: 70, 6: 71}, false)
+	runLoop(t, l)
+	addrUpd := canal.Change{Table: "user_addresses", Op: canal.Update, Before: canal.Row{int64(70), int64(5)}, After: canal.Row{int64(70), int64(5)}, Changed: []string{"post_code"}}
+	move5 := canal.Change{Table: "users", Op: canal.Update, Before: canal.Row{int64(5), int64(70)}, After: canal.Row{int64(5), int64(72)}, Changed: []string{"current_user_address_id"}}
+	move6 := canal.Change{Table: "users", Op: canal.Update, Before: canal.Row{int64(6), int64(71)}, After: canal.Row{int64(6), int64(70)}, Changed: []string{"current_user_address_id"}}
+	if err := l.Submit(context.Background(), txn("0-1-1", 100, addrUpd)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Submit(context.Background(), txn("0-1-2", 200, move5, move6)); err != nil {
+		t.Fatal(err)
+	}
+	addrUpd2 := addrUpd
+	if err := l.Submit(context.Background(), txn("0-1-3", 300, addrUpd2)); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		select {
+		case <-applied:
+		case <-time.After(5 * time.Second):
+		}
+	}
+	waitFor := func() {
+		for {
+			f.mu.Lock()
+			n := len(f.saved)
+			f.mu.Unlock()
+			if n > 0 && f.saved[n-1].Pos == 300 {
+				return
+			}
+			<-f.savedCh
+		}
+	}
+	waitFor()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	got := map[string][]string{}
+	for _, m := range f.pubs {
+		ev, _ := notice.Decode(m.Data)
+		if ev.Type != notice.TypeUserChanged {
+			continue
+		}
+		uc, _ := ev.UserChanged()
+		got[uc.Source.Txn] = append(got[uc.Source.Txn], ev.Subject)
+	}
+	for k := range got {
+		slices.Sort(got[k])
+	}
+	if !slices.Equal(got["0-1-1"], []string{"5"}) || !slices.Equal(got["0-1-3"], []string{"5", "6"}) {
+		t.Fatalf("notices by txn = %v; want 0-1-1 -> [5], 0-1-3 -> [5 6] (5 owns it, 6 points at it now)", got)
+	}
+	if slices.Contains(f.calls, "addresses") {
+		t.Fatal("looked up an address the pointer map knew")
+	}
+	if f.storedPointers[5] != 72 || f.storedPointers[6] != 70 {
+		t.Fatalf("stored pointers = %v", f.storedPointers)
 	}
 }

@@ -44,11 +44,12 @@ type QueueStore interface {
 
 // Checkpointer stores the position after a batch is durable everywhere.
 type Checkpointer interface {
-	// Save stores pos, and in the same transaction the claim -> user
-	// mappings learned since the previous Save (so the stored map is the map
-	// as of pos). It fails with checkpoint.ErrFenced when another instance
-	// took over the pipeline (a newer epoch).
-	Save(ctx context.Context, pos canal.Position, owners map[uint64]uint64) error
+	// Save stores pos, and in the same transaction the claim -> user and
+	// user -> current_user_address_id entries changed since the previous
+	// Save (pointer 0: none), so the stored maps are the maps as of pos. It
+	// fails with checkpoint.ErrFenced when another instance took over the
+	// pipeline (a newer epoch).
+	Save(ctx context.Context, pos canal.Position, owners, pointers map[uint64]uint64) error
 }
 
 // Cache deletes keys (one pipeline per call).

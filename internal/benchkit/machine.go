@@ -14,12 +14,41 @@ type Machine struct {
 	MemBytes int64  `json:"mem_bytes"`
 	Kernel   string `json:"kernel"`
 	CPUModel string `json:"cpu_model"`
+	// LoadStart and LoadEnd are /proc/loadavg's 1/5/15-minute load
+	// averages when the run started and ended: other work on the box
+	// competes with every figure.
+	LoadStart string `json:"load_start"`
+	LoadEnd   string `json:"load_end"`
+}
+
+// LoadAvg returns the 1, 5 and 15 minute load averages ("" if unreadable).
+func LoadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// Busy reports whether a load average string's 1-minute figure exceeds
+// half the CPUs: other work was competing for them.
+func (m Machine) Busy(load string) bool {
+	f := strings.Fields(load)
+	if len(f) == 0 {
+		return false
+	}
+	l, err := strconv.ParseFloat(f[0], 64)
+	return err == nil && l > float64(m.NProc)/2
 }
 
 // ReadMachine reads the machine's facts from /proc (best effort: a field it
 // cannot read stays empty).
 func ReadMachine() Machine {
-	m := Machine{NProc: runtime.NumCPU()}
+	m := Machine{NProc: runtime.NumCPU(), LoadStart: LoadAvg()}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))
 	}

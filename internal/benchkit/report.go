@@ -103,8 +103,10 @@ type LatencyRun struct {
 	RedisMissing  int       `json:"redis_missing"`
 	First20MS     float64   `json:"first20_p50_ms"`
 	Last20MS      float64   `json:"last20_p50_ms"`
+	Growth        float64   `json:"lag_growth_ms_per_sec"`
 	Flat          bool      `json:"flat"`
 	Resources     Resources `json:"resources"`
+	Stages        *Stages   `json:"stages,omitempty"`
 }
 
 // LatencyResult is the latency scenario at one offered rate.
@@ -118,8 +120,10 @@ type LatencyResult struct {
 	Redis     LatencySpread  `json:"redis"`
 	First20   Spread         `json:"first20_p50_ms"`
 	Last20    Spread         `json:"last20_p50_ms"`
+	Growth    Spread         `json:"lag_growth_ms_per_sec"`
 	Flat      bool           `json:"flat"` // every run flat
 	Resources ResourceSpread `json:"resources"`
+	Stages    *Stages        `json:"stages,omitempty"` // all runs together
 	Runs      []LatencyRun   `json:"runs"`
 }
 
@@ -134,6 +138,7 @@ type CatchUpRun struct {
 	NoopRate     float64   `json:"noop_rows_per_sec"`
 	Ratio        float64   `json:"ratio"`
 	Resources    Resources `json:"resources"`
+	Stages       *Stages   `json:"stages,omitempty"`
 }
 
 // CatchUpResult summarises the catch-up runs.
@@ -147,6 +152,7 @@ type CatchUpResult struct {
 	NoopRate     Spread         `json:"noop_rows_per_sec"`
 	Ratio        Spread         `json:"ratio"`
 	Resources    ResourceSpread `json:"resources"`
+	Stages       *Stages        `json:"stages,omitempty"` // all runs together
 	Runs         []CatchUpRun   `json:"runs"`
 }
 
@@ -201,12 +207,23 @@ func (r *Report) Markdown() string {
 	if r.Short {
 		p("- mode: SHORT (small sizes, targets not judged)\n")
 	}
-	p("- runs per figure: %d (cells are median (min..max))\n", r.Runs)
+	var runs []string
+	if len(r.Latency) > 0 {
+		runs = append(runs, fmt.Sprintf("latency %d per rate", len(r.Latency[0].Runs)))
+	}
+	if r.CatchUp != nil {
+		runs = append(runs, fmt.Sprintf("catch-up %d", len(r.CatchUp.Runs)))
+	}
+	if r.Reconcile != nil {
+		runs = append(runs, fmt.Sprintf("reconcile %d", len(r.Reconcile.Runs)))
+	}
+	p("- runs: %s (cells are median (min..max) over the runs)\n", strings.Join(runs, ", "))
 	p("- machine: %d CPUs (%s), %.1f GiB memory, kernel %s\n", r.Machine.NProc, r.Machine.CPUModel, float64(r.Machine.MemBytes)/(1<<30), r.Machine.Kernel)
 	var vs []string
 	for _, v := range r.Versions {
 		vs = append(vs, v.Name+" "+v.Version)
 	}
+	p("- load average (1/5/15 min): %s at the start, %s at the end\n", r.Machine.LoadStart, r.Machine.LoadEnd)
 	p("- versions: %s\n", strings.Join(vs, ", "))
 	d := r.Data
 	p("- source data: %d users, %d claims, %d requirements, %d addresses, %d vehicle packages\n", d.Users, d.Claims, d.Requirements, d.Addresses, d.VehiclePackages)
@@ -226,17 +243,17 @@ func (r *Report) Markdown() string {
 
 	if len(r.Latency) > 0 {
 		p("\n## Latency: commit on the source -> notice received / cache key deleted (ms)\n\n")
-		p("| offered | achieved tx/s | notice p50 | notice p95 | notice p99 | notice max | cache p50 | cache p95 | cache p99 | cache max | lag p50 first 20%% -> last 20%% | flat | missing (notice/cache) |\n")
-		p("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		p("| offered | achieved tx/s | notice p50 | notice p95 | notice p99 | notice max | cache p50 | cache p95 | cache p99 | cache max | lag p50 first 20%% -> last 20%% | lag growth ms/s | flat | missing (notice/cache) |\n")
+		p("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, l := range r.Latency {
 			flat := "yes"
 			if !l.Flat {
 				flat = "NO"
 			}
-			p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s -> %s | %s | %d/%d |\n", l.Name, l.Achieved.Cell(0),
+			p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s -> %s | %s | %s | %d/%d |\n", l.Name, l.Achieved.Cell(0),
 				l.Notice.P50.Cell(1), l.Notice.P95.Cell(1), l.Notice.P99.Cell(1), l.Notice.Max.Cell(1),
 				l.Redis.P50.Cell(1), l.Redis.P95.Cell(1), l.Redis.P99.Cell(1), l.Redis.Max.Cell(1),
-				l.First20.Cell(1), l.Last20.Cell(1), flat, l.Notice.Missing, l.Redis.Missing)
+				l.First20.Cell(1), l.Last20.Cell(1), l.Growth.Cell(1), flat, l.Notice.Missing, l.Redis.Missing)
 		}
 	}
 	if c := r.CatchUp; c != nil {
@@ -264,6 +281,34 @@ func (r *Report) Markdown() string {
 	}
 	if c := r.CatchUp; c != nil {
 		res("catch-up", c.Resources)
+	}
+	var stageRows []string
+	stage := func(name string, s *Stages) {
+		if s == nil || s.Batches == 0 {
+			return
+		}
+		row := fmt.Sprintf("| %s | %d | %s |", name, s.Batches, F(s.TxnsPerBatch, 1))
+		for _, st := range StageNames {
+			row += " " + F(s.PerBatchMS[st], 2) + " |"
+		}
+		row += fmt.Sprintf(" %s%% | %d | %d |", F(100*s.Busy, 0), s.Rows, s.Notices)
+		stageRows = append(stageRows, row)
+	}
+	for _, l := range r.Latency {
+		stage("latency "+l.Name, l.Stages)
+	}
+	if c := r.CatchUp; c != nil {
+		stage("catch-up", c.Stages)
+	}
+	if len(stageRows) > 0 {
+		p("\n## Where dialsync's apply loop spends its time (from its /metrics)\n\n")
+		p("Mean milliseconds per batch in each stage; busy is the share of the scenario's wall time the loop spent in lookup+postgres+redis+nats (near 100%%: the apply loop is the bottleneck; the checkpoint write overlaps the next batch and is not counted).\n\n")
+		p("| scenario | batches | txns/batch |")
+		for _, st := range StageNames {
+			p(" %s ms |", st)
+		}
+		p(" busy | row changes | notices |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+		p("%s\n", strings.Join(stageRows, "\n"))
 	}
 	if len(r.Notes) > 0 {
 		p("\n## Notes\n\n")

@@ -162,27 +162,34 @@ func Latencies(samples []Sample) []time.Duration {
 }
 
 // Trend compares the median latency of the first and the last 20% of the
-// samples (by commit time): a pipeline that keeps up has them close, one
-// that falls behind sees the last fifth grow with the backlog.
-func Trend(samples []Sample) (first, last time.Duration) {
+// samples (by commit time), and turns the difference into a growth rate:
+// milliseconds of lag gained per second of the window. A pipeline that
+// keeps up has the two close and no growth; one that falls behind gains lag
+// at (1 - its rate / the offered rate) seconds per second.
+func Trend(samples []Sample) (first, last time.Duration, growthMSPerSec float64) {
 	s := slices.Clone(samples)
 	slices.SortFunc(s, func(a, b Sample) int { return cmp.Compare(a.At.UnixNano(), b.At.UnixNano()) })
 	n := len(s) / 5
 	if n == 0 {
-		return 0, 0
+		return 0, 0, 0
 	}
-	med := func(part []Sample) time.Duration {
+	med := func(part []Sample) (time.Duration, time.Time) {
 		d := Latencies(part)
 		slices.Sort(d)
-		return Percentile(d, 50)
+		return Percentile(d, 50), part[len(part)/2].At
 	}
-	return med(s[:n]), med(s[len(s)-n:])
+	first, t1 := med(s[:n])
+	last, t2 := med(s[len(s)-n:])
+	if span := t2.Sub(t1).Seconds(); span > 0 {
+		growthMSPerSec = float64((last - first).Microseconds()) / 1000 / span
+	}
+	return first, last, growthMSPerSec
 }
 
-// Flat decides whether lag stayed flat: the last fifth's median may exceed
-// the first fifth's by at most 2x or 10 ms, whichever is larger (a few ms of
-// scheduling noise on a busy two-core box is not growth; a backlog grows
-// without bound and breaks both).
-func Flat(first, last time.Duration) bool {
-	return last <= max(2*first, first+10*time.Millisecond)
+// Flat decides whether lag stayed flat: the last fifth's median is within
+// 10 ms of the first fifth's (scheduling noise on a busy two-core box), or
+// lag grew by at most 50 ms per second of window (the pipeline kept up with
+// at least ~95% of the offered rate).
+func Flat(first, last time.Duration, growthMSPerSec float64) bool {
+	return last <= first+10*time.Millisecond || growthMSPerSec <= 50
 }

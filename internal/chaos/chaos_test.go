@@ -27,12 +27,32 @@ import (
 	"dialsync/internal/testenv"
 )
 
-var long = flag.Bool("chaos.long", false, "run the long fault-injection suite (make chaos)")
+var (
+	long        = flag.Bool("chaos.long", false, "run the long fault-injection suite (make chaos)")
+	faulty      = flag.Bool("chaos.faults", true, "inject faults (false: the same workload and checks without faults, to tell fault-related findings apart)")
+	only        = flag.String("chaos.only", "", "inject only these fault kinds (comma-separated: kill,mariadb,postgres,redis,nats)")
+	txns        = flag.Int("chaos.txns", 0, "source transactions to reach (0: the mode's default; a smaller -chaos.long run is a medium run)")
+	batchWindow = flag.String("chaos.batch_window", "", "apply.batch_window for dialsync (empty: its default)")
+)
 
 var binPath string
 
+// TestMain builds the binary under test from this module's source, unless
+// CHAOS_DIALSYNC_BIN names one already built (e.g. bin/dialsync).
 func TestMain(m *testing.M) {
 	flag.Parse()
+	// go-redis logs every failed dial of the suite's own client while Redis
+	// is down on purpose; that is noise here.
+	redis.SetLogger(quietLogger{})
+	if bin := os.Getenv("CHAOS_DIALSYNC_BIN"); bin != "" {
+		abs, err := filepath.Abs(bin)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		binPath = abs
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "dialsync-chaos-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -51,6 +71,10 @@ func TestMain(m *testing.M) {
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
+
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
 
 // params size a run.
 type params struct {
@@ -89,6 +113,8 @@ const (
 
 var kinds = []string{kindKill, kindMariaDB, kindPostgres, kindRedis, kindNATS}
 
+var shortKind = map[string]string{kindKill: "kill", kindMariaDB: "mariadb", kindPostgres: "postgres", kindRedis: "redis", kindNATS: "nats"}
+
 type faultStats struct {
 	injected, survived int
 	advance, caughtUp  []time.Duration // from fault end
@@ -101,6 +127,9 @@ func TestChaos(t *testing.T) {
 	p := shortParams()
 	if *long {
 		p = longParams()
+	}
+	if *txns > 0 {
+		p.minTxns = *txns
 	}
 	if testing.Short() && !*long {
 		t.Skip("chaos suite skipped in -short mode")
@@ -133,6 +162,10 @@ func TestChaos(t *testing.T) {
 	const pipeline, prefix, stream, subjects = "chaos", "chaos:", "CHAOS", "chaos"
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "config.toml")
+	window := ""
+	if *batchWindow != "" {
+		window = fmt.Sprintf("batch_window = %q", *batchWindow)
+	}
 	cfg := fmt.Sprintf(`
 [pipeline]
 name = %q
@@ -159,12 +192,13 @@ listen = ""
 [apply]
 retry_initial = "20ms"
 retry_max = "1s"
+%s
 [reconcile]
 interval = "off"
 [log]
 format = "json"
 level = "info"
-`, pipeline, my.Addr(), dbName, pgs.DSN(), rs.Addr(), prefix, ns.URL, stream, subjects)
+`, pipeline, my.Addr(), dbName, pgs.DSN(), rs.Addr(), prefix, ns.URL, stream, subjects, window)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -203,8 +237,8 @@ level = "info"
 			time.Sleep(20 * time.Millisecond)
 		}
 		for time.Now().Before(deadline) {
-			if seq, at := watch.current(); seq >= head {
-				return at, true
+			if seq, _ := watch.current(); seq >= head {
+				return time.Now(), true
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
@@ -252,11 +286,18 @@ level = "info"
 	for _, k := range kinds {
 		stats[k] = &faultStats{}
 	}
+	var crash bool // whether the current outage kills its server (else a clean stop)
+	how := ""      // the same, for the fault timeline
 	// outage runs down(), keeps the dependency down for a random while (in
 	// which dialsync is sometimes killed and restarted too, so it starts
 	// while the dependency is missing), then up().
 	outage := func(st *faultStats, down, up func()) {
 		down()
+		if crash {
+			how = " (crash)"
+		} else {
+			how = " (clean stop)"
+		}
 		hold := between(p.down)
 		if r.IntN(3) == 0 {
 			time.Sleep(hold / 2)
@@ -269,16 +310,27 @@ level = "info"
 		}
 		up()
 	}
+	var timeline []string // "kind: source head before -> after"
 	inject := func(kind string) {
+		how = ""
 		st := stats[kind]
 		st.injected++
+		hctx, hcancel := context.WithTimeout(ctx, 2*time.Second)
+		h0, _ := headSeq(hctx, src)
+		hcancel()
+		defer func() {
+			hctx, hcancel := context.WithTimeout(ctx, 2*time.Second)
+			h1, _ := headSeq(hctx, src)
+			hcancel()
+			timeline = append(timeline, fmt.Sprintf("%s %s%s: source head seq %d -> %d", time.Now().Format("15:04:05.000"), kind, how, h0, h1))
+		}()
 		switch kind {
 		case kindKill:
 			ds.kill()
 			time.Sleep(time.Duration(r.Int64N(int64(time.Second))))
 			ds.start()
 		case kindMariaDB:
-			crash := r.IntN(2) == 0
+			crash = r.IntN(2) == 0
 			outage(st, func() {
 				if crash {
 					my.Kill(t)
@@ -287,7 +339,7 @@ level = "info"
 				}
 			}, func() { my.Start(t) })
 		case kindPostgres:
-			crash := r.IntN(2) == 0
+			crash = r.IntN(2) == 0
 			outage(st, func() {
 				var err error
 				if crash {
@@ -304,13 +356,14 @@ level = "info"
 				}
 			})
 		case kindRedis:
+			crash = true
 			outage(st, func() { _ = rs.kill() }, func() {
 				if err := rs.start(); err != nil {
 					t.Fatal(err)
 				}
 			})
 		case kindNATS:
-			crash := r.IntN(2) == 0
+			crash = r.IntN(2) == 0
 			outage(st, func() {
 				if crash {
 					ns.Kill()
@@ -343,15 +396,25 @@ level = "info"
 		if t.Failed() {
 			break
 		}
+		if dl, ok := t.Deadline(); ok && time.Until(dl) < 6*time.Minute {
+			t.Errorf("stopping the faults early: the test deadline is near (%d transactions so far)", l.count())
+			break
+		}
 		kind := kinds[r.IntN(len(kinds))]
 		if i < len(schedule) {
 			kind = schedule[i]
 		}
 		time.Sleep(between(p.gap))
+		if !*faulty || (*only != "" && !slices.Contains(strings.Split(*only, ","), shortKind[kind])) {
+			continue
+		}
 		inject(kind)
 		faults++
-		if faults%10 == 0 {
-			t.Logf("%s: %d faults, %d transactions", time.Since(start).Round(time.Second), faults, l.count())
+		if faults%10 == 0 || !*long {
+			l.mu.Lock()
+			t.Logf("%s: %d faults (last: %s), %d transactions, %d failed steps (last error: %s)",
+				time.Since(start).Round(time.Second), faults, kind, len(l.txns), l.stepErrs, l.lastErr)
+			l.mu.Unlock()
 		}
 	}
 	stopLoad()
@@ -426,7 +489,7 @@ level = "info"
 	}
 	watch.mu.Lock()
 	regressions := slices.Clone(watch.regressions)
-	fmt.Fprintf(&b, "checkpoint polls: %d (%d failed while PostgreSQL was down)\n", watch.polls, watch.errs)
+	fmt.Fprintf(&b, "checkpoint polls: %d (%d failed: PostgreSQL down, or no checkpoint yet)\n", watch.polls, watch.errs)
 	watch.mu.Unlock()
 	fmt.Fprintf(&b, "cache: %d keys set, %d present at the end, %d ambiguous (touched only while the SET was in flight)\n", f.KeysSet, f.KeysPresent, f.AmbiguousKeys)
 	fmt.Fprintf(&b, "queue: %d rows expected by the rule, %d in call_queue\n", f.ExpectedQueue, f.ActualQueue)
@@ -435,6 +498,18 @@ level = "info"
 		f.Lost, f.DupIDs, f.DupPairs, f.IDMismatch, f.StaleKeys, f.UnknownTokens, f.Drift, len(regressions))
 	for _, e := range f.Examples {
 		fmt.Fprintf(&b, "  %s\n", e)
+	}
+	if f.bad() > 0 || len(regressions) > 0 {
+		fmt.Fprintf(&b, "fault timeline:\n  %s\n", strings.Join(timeline, "\n  "))
+		for _, u := range f.DriftUsers {
+			var hist []string
+			for _, tx := range txns {
+				if slices.Contains(tx.users, u) {
+					hist = append(hist, fmt.Sprintf("%d:%s", tx.seq, tx.kind))
+				}
+			}
+			fmt.Fprintf(&b, "  drift user %d was touched by: %s\n", u, strings.Join(hist, " "))
+		}
 	}
 	for _, rg := range regressions {
 		fmt.Fprintf(&b, "  checkpoint regression %s\n", rg)
@@ -472,7 +547,7 @@ func spread(ds []time.Duration) string {
 func summarize(xs []string) string {
 	m := map[string]int{}
 	for _, x := range xs {
-		k, _, _ := strings.Cut(x, " after ")
+		k := x[:strings.LastIndex(x, " after ")]
 		m[k]++
 	}
 	var parts []string

@@ -108,6 +108,7 @@ type figures struct {
 	KeysSet, KeysPresent, StaleKeys, AmbiguousKeys, UnknownTokens int
 
 	ExpectedQueue, ActualQueue, Drift int
+	DriftUsers                        []uint64
 
 	Examples []string
 }
@@ -294,15 +295,18 @@ GROUP BY usr.id`)
 		switch {
 		case !ok:
 			f.Drift++
+			f.DriftUsers = append(f.DriftUsers, id)
 			f.example("DRIFT: user %d qualifies (%+v) but is not queued", id, w)
 		case g != w:
 			f.Drift++
+			f.DriftUsers = append(f.DriftUsers, id)
 			f.example("DRIFT: user %d queued as %+v, rule says %+v", id, g, w)
 		}
 	}
 	for id, g := range got {
 		if _, ok := want[id]; !ok {
 			f.Drift++
+			f.DriftUsers = append(f.DriftUsers, id)
 			f.example("DRIFT: user %d queued (%+v) but does not qualify", id, g)
 		}
 	}

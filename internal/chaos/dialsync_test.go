@@ -2,8 +2,10 @@ package chaos
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -52,6 +54,7 @@ func (d *dialsync) launchLocked() {
 	// An *os.File is handed to the child as its fd: no copying goroutine,
 	// and the output survives a kill -9.
 	cmd.Stdout, cmd.Stderr = d.logf, d.logf
+	cmd.SysProcAttr = childAttr()
 	if err := cmd.Start(); err != nil {
 		d.startErrs++
 		time.AfterFunc(300*time.Millisecond, d.relaunch)
@@ -61,6 +64,7 @@ func (d *dialsync) launchLocked() {
 	done := make(chan struct{})
 	d.cmd, d.done = cmd, done
 	started := time.Now()
+	offset, _ := d.logf.Seek(0, io.SeekCurrent)
 	go func() {
 		_ = cmd.Wait()
 		close(done)
@@ -70,7 +74,8 @@ func (d *dialsync) launchLocked() {
 			return // killed or stopped on purpose
 		}
 		d.cmd = nil
-		d.selfExits = append(d.selfExits, fmt.Sprintf("exit code %d after %s", cmd.ProcessState.ExitCode(), time.Since(started).Round(time.Millisecond)))
+		d.selfExits = append(d.selfExits, fmt.Sprintf("exit code %d (%s) after %s", cmd.ProcessState.ExitCode(),
+			d.lastError(offset), time.Since(started).Round(time.Millisecond)))
 		if d.wantUp {
 			time.AfterFunc(300*time.Millisecond, d.relaunch)
 		}
@@ -117,6 +122,28 @@ func (d *dialsync) stats() (runs int, selfExits []string, startErrs int) {
 	defer d.mu.Unlock()
 	return d.runs, append([]string(nil), d.selfExits...), d.startErrs
 }
+
+// lastError is the command's final error line ("dialsync: ...") written
+// since offset, shortened, with port numbers masked so equal causes group.
+func (d *dialsync) lastError(offset int64) string {
+	b, err := os.ReadFile(d.logPath)
+	if err != nil || int64(len(b)) < offset {
+		return "?"
+	}
+	msg := "no error line"
+	for _, line := range strings.Split(string(b[offset:]), "\n") {
+		if strings.HasPrefix(line, "dialsync: ") {
+			msg = strings.TrimPrefix(line, "dialsync: ")
+		}
+	}
+	msg = portRE.ReplaceAllString(msg, ":PORT")
+	if len(msg) > 110 {
+		msg = msg[:110] + "..."
+	}
+	return msg
+}
+
+var portRE = regexp.MustCompile(`:\d{2,5}\b`)
 
 func (d *dialsync) close() { _ = d.logf.Close() }
 

@@ -158,6 +158,7 @@ func (s *redisServer) start() error {
 	cmd := exec.Command("/usr/bin/redis-server", "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no")
 	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = childAttr()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start redis-server: %w", err)
 	}

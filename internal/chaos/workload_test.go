@@ -75,24 +75,22 @@ func gtidSeq(s string) (seq uint64, ok bool) {
 	return seq, ok
 }
 
-// writer runs one demo.Workload on a pool of exactly one connection, so
-// that @@last_gtid is read on the session that committed. It paces itself
-// to interval per transaction and keeps going through MariaDB restarts.
+// writer runs demo.Workload on a pool of exactly one connection, so that
+// @@last_gtid is read on the session that committed. It paces itself to
+// interval per transaction and keeps going through MariaDB restarts: after
+// any failed step it opens a fresh pool (the driver does not always report
+// a dead connection as driver.ErrBadConn, so database/sql would keep
+// handing out the broken one) and a fresh Workload on it.
 func writer(ctx context.Context, dsn string, seed int64, interval time.Duration, l *ledger) {
-	db, err := sql.Open("mysql", dsn)
-	if err != nil {
-		l.mu.Lock()
-		l.lastErr = err.Error()
-		l.mu.Unlock()
-		return
-	}
-	defer db.Close()
-	db.SetMaxOpenConns(1)
-	db.SetMaxIdleConns(1)
-	db.SetConnMaxLifetime(0)
-	w := demo.NewWorkload(db, seed)
+	var db *sql.DB
+	var w *demo.Workload
+	defer func() {
+		if db != nil {
+			db.Close()
+		}
+	}()
 	next := time.Now()
-	for ctx.Err() == nil {
+	for gen := int64(0); ctx.Err() == nil; {
 		if d := time.Until(next); d > 0 {
 			select {
 			case <-ctx.Done():
@@ -103,31 +101,55 @@ func writer(ctx context.Context, dsn string, seed int64, interval time.Duration,
 			next = time.Now() // do not burst after an outage
 		}
 		next = next.Add(interval)
+		if db == nil {
+			var err error
+			if db, err = sql.Open("mysql", dsn); err != nil {
+				l.failed(err)
+				return
+			}
+			db.SetMaxOpenConns(1)
+			db.SetMaxIdleConns(1)
+			db.SetConnMaxLifetime(0)
+			gen++
+			w = demo.NewWorkload(db, seed*1_000_003+gen)
+		}
 		op, err := w.Step(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			l.mu.Lock()
-			l.stepErrs++
-			l.lastErr = err.Error()
-			l.mu.Unlock()
+			l.failed(err)
+			db.Close()
+			db = nil
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
 		var g string
-		err = db.QueryRowContext(ctx, "SELECT @@last_gtid").Scan(&g)
+		// Not cancelled with ctx: a committed transaction is recorded even
+		// when the run is stopping.
+		err = db.QueryRowContext(context.WithoutCancel(ctx), "SELECT @@last_gtid").Scan(&g)
 		seq, ok := gtidSeq(g)
 		l.mu.Lock()
 		if err != nil || !ok {
-			// The connection died between COMMIT and the SELECT: a new
-			// session has no last GTID. The transaction is not checked.
+			// The connection died between COMMIT and the SELECT (a new
+			// session has no last GTID): the transaction is not checked.
 			l.noGTID++
 		} else {
 			l.txns = append(l.txns, committed{gtid: g, seq: seq, kind: op.Kind, users: op.Users})
 		}
 		l.mu.Unlock()
+		if err != nil {
+			db.Close()
+			db = nil
+		}
 	}
+}
+
+func (l *ledger) failed(err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stepErrs++
+	l.lastErr = err.Error()
 }
 
 // headSeq reads the source's binlog head (domain 0 sequence).

@@ -21,7 +21,8 @@ type SourceConfig struct {
 // Source reads a user's facts on the lookup server over one read-only
 // connection. Not safe for concurrent use.
 type Source struct {
-	conn *client.Conn
+	conn   *client.Conn
+	broken bool // a query was interrupted mid-flight
 }
 
 // OpenSource connects and prepares a read-only UTC session (the same
@@ -49,15 +50,22 @@ func OpenSource(ctx context.Context, cfg SourceConfig) (*Source, error) {
 // Close closes the connection.
 func (s *Source) Close() error { return s.conn.Close() }
 
-// exec runs q, giving up when ctx ends (go-mysql's client has no context
-// on queries, so closing the connection is the way to interrupt one).
+// exec runs q, giving up when ctx ends. go-mysql's client has no context on
+// queries, and its Close is not safe while a query runs, so an expired
+// deadline on the socket (safe from any goroutine, see net.Conn) interrupts
+// the read; the connection is unusable afterwards.
 func (s *Source) exec(ctx context.Context, q string) (*mysql.Result, error) {
+	if s.broken {
+		return nil, errors.New("source connection was interrupted")
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	stop := context.AfterFunc(ctx, func() { _ = s.conn.Close() })
+	sock := s.conn.Conn.Conn
+	stop := context.AfterFunc(ctx, func() { _ = sock.SetDeadline(time.Unix(1, 0)) })
 	r, err := s.conn.Execute(q)
 	if !stop() {
+		s.broken = true
 		return nil, ctx.Err()
 	}
 	return r, err

@@ -82,9 +82,9 @@ func (k RedisKeys) Exists(ctx context.Context, keys []string) ([]bool, error) {
 	return out, nil
 }
 
-// MaxScan bounds how many of a user's notices Latest reads to find the last
-// n. Beyond it Latest shows the last notice per subject only.
-const MaxScan = 10_000
+// DefaultMaxScan bounds how many of a user's notices Latest reads to find
+// the last n. Beyond it Latest shows the last notice per subject only.
+const DefaultMaxScan = 10_000
 
 // StreamNotices reads a user's notices from the JetStream stream.
 type StreamNotices struct {
@@ -93,6 +93,8 @@ type StreamNotices struct {
 	SubjectPrefix string
 	// FetchWait bounds the wait for each batch; 0 means 5s.
 	FetchWait time.Duration
+	// MaxScan: 0 means DefaultMaxScan.
+	MaxScan int
 }
 
 // UserFilter is the one subject filter covering a user's notices:
@@ -125,7 +127,11 @@ func (s StreamNotices) Latest(ctx context.Context, user uint64, n int) (NoticeHi
 	}
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{h.Filter}, DeliverPolicy: jetstream.DeliverAllPolicy}
 	want := h.Total
-	if h.Total > MaxScan {
+	maxScan := s.MaxScan
+	if maxScan <= 0 {
+		maxScan = DefaultMaxScan
+	}
+	if h.Total > maxScan {
 		cfg.DeliverPolicy = jetstream.DeliverLastPerSubjectPolicy
 		want = len(info.State.Subjects)
 		h.Note = fmt.Sprintf("%d notices on %s: showing the last one per subject", h.Total, h.Filter)

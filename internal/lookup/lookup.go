@@ -181,7 +181,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Lookup, error)
 
 	if err := l.db.PingContext(ctx); err != nil {
 		l.Close()
-		return nil, fmt.Errorf("open lookup: connect %s: %w", cfg.Addr, err)
+		return nil, fmt.Errorf("open lookup: connect %s: %w: check source.addr/user/password (or [lookup]) and that the server is up", cfg.Addr, err)
 	}
 	if err := l.validateRule(ctx); err != nil {
 		l.Close()
@@ -206,7 +206,7 @@ func (l *Lookup) Close() error {
 func (l *Lookup) validateRule(ctx context.Context) error {
 	rows, err := l.db.QueryContext(ctx, l.render(l.inPredicate([]uint64{0})))
 	if err != nil {
-		return fmt.Errorf("rules.queue_sql does not run: %w", err)
+		return fmt.Errorf("rules.queue_sql does not run: %w", flatError{err})
 	}
 	defer rows.Close()
 	cols, err := rows.Columns()
@@ -219,10 +219,19 @@ func (l *Lookup) validateRule(ctx context.Context) error {
 	for rows.Next() { // drain: id 0 matches no user, but a broken rule may still return rows
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("rules.queue_sql does not run: %w", err)
+		return fmt.Errorf("rules.queue_sql does not run: %w", flatError{err})
 	}
 	return nil
 }
+
+// flatError shows an error on one line. A syntax error quotes the statement
+// from the error point on ("... near 'FROM x\n  WHERE ...'"), and a rule
+// written over several lines would otherwise end the process with a
+// multi-line message.
+type flatError struct{ err error }
+
+func (e flatError) Error() string { return strings.Join(strings.Fields(e.err.Error()), " ") }
+func (e flatError) Unwrap() error { return e.err }
 
 // columnIndex maps the rule's result columns to the order of queueColumns,
 // failing with the missing and unexpected names.

@@ -18,3 +18,16 @@ func (l *Lookup) AllClaimOwners(ctx context.Context) (map[uint64]uint64, error) 
 	}
 	return out, nil
 }
+
+// AllUserPointers reads every user's current_user_address_id (users with
+// none are absent): the user -> address map the apply loop starts from at a
+// bootstrap, or when none was stored with the checkpoint.
+func (l *Lookup) AllUserPointers(ctx context.Context) (map[uint64]uint64, error) {
+	out := make(map[uint64]uint64)
+	if err := l.pairs(ctx, "SELECT id, current_user_address_id FROM users WHERE current_user_address_id IS NOT NULL", func(user, addr uint64) {
+		out[user] = addr
+	}); err != nil {
+		return nil, fmt.Errorf("lookup all user address pointers: %w", err)
+	}
+	return out, nil
+}

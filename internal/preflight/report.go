@@ -35,7 +35,7 @@ type Result struct {
 	Detail string `json:"detail"`
 	// Fix is the exact remedy (an SQL statement, a server or RDS parameter,
 	// a config key or a dialsync command) when Status is not OK.
-	Fix string `json:"fix,omitempty"`
+	Fix string `json:"fix"`
 }
 
 func ok(name, format string, a ...any) Result {

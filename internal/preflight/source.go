@@ -15,7 +15,6 @@ package preflight
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -89,7 +88,9 @@ func (s *Source) Version(ctx context.Context) (string, error) {
 	if err := s.Connect(ctx); err != nil {
 		return "", err
 	}
-	return s.conn.GetServerVersion(), nil
+	// MariaDB prefixes its version with "5.5.5-" in the handshake for old
+	// MySQL clients; drop it so version comparisons see the real one.
+	return strings.TrimPrefix(s.conn.GetServerVersion(), "5.5.5-"), nil
 }
 
 // Row is one result row: column name (lower case) -> value as text. A NULL
@@ -144,21 +145,6 @@ func (s *Source) Query(ctx context.Context, query string, args ...any) ([]Row, e
 		rows = append(rows, row)
 	}
 	return rows, nil
-}
-
-// IsAccessDenied reports whether err is the server refusing a statement
-// for lack of a privilege.
-func IsAccessDenied(err error) bool {
-	var me *mysql.MyError
-	if !errors.As(err, &me) {
-		return false
-	}
-	switch me.Code {
-	case mysql.ER_SPECIFIC_ACCESS_DENIED_ERROR, mysql.ER_ACCESS_DENIED_ERROR, mysql.ER_DBACCESS_DENIED_ERROR,
-		mysql.ER_TABLEACCESS_DENIED_ERROR, mysql.ER_COLUMNACCESS_DENIED_ERROR, mysql.ER_PROCACCESS_DENIED_ERROR:
-		return true
-	}
-	return false
 }
 
 // Vars reads global variables by name; absent names are missing from the

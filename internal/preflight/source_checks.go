@@ -313,27 +313,24 @@ func (s *Source) checkTables(ctx context.Context, in SourceInput) Result {
 		ph = append(ph, "?")
 	}
 	args := append([]any{in.Database}, names...)
-	cols, err := s.Query(ctx, `SELECT TABLE_NAME AS t, COLUMN_NAME AS c FROM information_schema.COLUMNS
+	// COLUMN_KEY rather than TABLE_CONSTRAINTS: MariaDB hides the latter
+	// from an account that has only SELECT on the tables.
+	cols, err := s.Query(ctx, `SELECT TABLE_NAME AS t, COLUMN_NAME AS c, COLUMN_KEY AS k FROM information_schema.COLUMNS
 		WHERE TABLE_SCHEMA = ? AND TABLE_NAME IN (`+strings.Join(ph, ",")+`)`, args...)
 	if err != nil {
 		return fail(name, "check that source.user has SELECT on the tracked tables", "cannot read the table definitions: %v", err)
 	}
-	pks, err := s.Query(ctx, `SELECT TABLE_NAME AS t FROM information_schema.TABLE_CONSTRAINTS
-		WHERE TABLE_SCHEMA = ? AND CONSTRAINT_TYPE = 'PRIMARY KEY' AND TABLE_NAME IN (`+strings.Join(ph, ",")+`)`, args...)
-	if err != nil {
-		return fail(name, "check that source.user has SELECT on the tracked tables", "cannot read the primary keys: %v", err)
-	}
 	have := map[string]map[string]bool{}
+	pk := map[string]bool{}
 	for _, r := range cols {
 		t := strings.ToLower(r["t"])
 		if have[t] == nil {
 			have[t] = map[string]bool{}
 		}
 		have[t][strings.ToLower(r["c"])] = true
-	}
-	pk := map[string]bool{}
-	for _, r := range pks {
-		pk[strings.ToLower(r["t"])] = true
+		if r["k"] == "PRI" {
+			pk[t] = true
+		}
 	}
 	var problems []string
 	for _, t := range in.Tables {

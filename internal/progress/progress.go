@@ -82,6 +82,14 @@ func (b *Bar) Set(done int64) {
 	b.draw(now)
 }
 
+// Done records the final count and finishes (one last draw, not two).
+func (b *Bar) Done(done int64) {
+	if !b.ended {
+		b.done = done
+	}
+	b.Finish()
+}
+
 // Finish shows the final state and ends the terminal line. Later calls
 // (of Finish or Set) do nothing.
 func (b *Bar) Finish() {

@@ -68,11 +68,11 @@ func TestTerminalRedrawsInPlace(t *testing.T) {
 	c.add(10 * time.Millisecond) // within Redraw: not drawn
 	b.Set(60)
 	c.add(time.Second)
-	b.Set(100)
-	b.Finish()
+	b.Done(100)
+	b.Finish() // a second end draws nothing
 	s := out.String()
-	if n := strings.Count(s, "\r"); n != 3 {
-		t.Fatalf("%d redraws, want 3: %q", n, s)
+	if n := strings.Count(s, "\r"); n != 2 {
+		t.Fatalf("%d redraws, want 2 (the throttled one skipped): %q", n, s)
 	}
 	if !strings.HasSuffix(s, "\n") || strings.Count(s, "\n") != 1 {
 		t.Fatalf("want exactly one newline, at the end: %q", s)

@@ -167,7 +167,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Publisher, err
 
 	nc, err := nats.Connect(cfg.URL, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("publish: connect to NATS at %s: %w", where, err)
+		return nil, fmt.Errorf("publish: connect to NATS at %s: %w: check nats.url (and its credentials) and that the server is up", where, err)
 	}
 	js, err := jetstream.New(nc,
 		// Above our own window so the library never stalls a Publish call.
@@ -185,6 +185,11 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Publisher, err
 	log.Info("nats publisher ready", "subjects", cfg.SubjectPrefix+".>", "managed", cfg.ManageStream)
 	return p, nil
 }
+
+// errCodeSubjectOverlap is the JetStream API error "subjects overlap with
+// an existing stream" (NATS server errors.json, JSStreamSubjectOverlapErr);
+// nats.go has no constant for it.
+const errCodeSubjectOverlap jetstream.ErrorCode = 10065
 
 // ensureStream creates/updates the stream (managed) or checks it (unmanaged).
 func (p *Publisher) ensureStream(ctx context.Context, cfg Config) error {
@@ -211,8 +216,13 @@ func (p *Publisher) ensureStream(ctx context.Context, cfg Config) error {
 		if _, err := p.js.CreateOrUpdateStream(ctx, sc); err != nil {
 			// The server's reason names the setting (e.g. "subjects overlap
 			// with an existing stream", "can not change storage type").
-			return fmt.Errorf("publish: create or update stream %q (subjects %q, duplicate window %s, storage %s): %w",
-				cfg.Stream, want, cfg.DuplicateWindow, cfg.Storage, err)
+			fix := ""
+			var api *jetstream.APIError
+			if errors.As(err, &api) && api.ErrorCode == errCodeSubjectOverlap {
+				fix = ": another stream already captures these subjects; pick another nats.subject_prefix, or set nats.stream to that stream's name and nats.manage_stream = false"
+			}
+			return fmt.Errorf("publish: create or update stream %q (subjects %q, duplicate window %s, storage %s): %w%s",
+				cfg.Stream, want, cfg.DuplicateWindow, cfg.Storage, err, fix)
 		}
 		return nil
 	}

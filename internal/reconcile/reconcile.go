@@ -84,6 +84,9 @@ type Summary struct {
 	Chunks                 int
 	Started                time.Time
 	Took                   time.Duration
+	// Where the time went: evaluating the rule, writing (dry: diffing) the
+	// queue, and deleting cache keys plus publishing notices.
+	RuleTime, WriteTime, NotifyTime time.Duration
 	// Complete is set once every chunk is done (before the last Progress
 	// call); a run cut short by an error returns it false.
 	Complete bool
@@ -135,12 +138,14 @@ func (r *Reconciler) Run(ctx context.Context, o Options) (Summary, error) {
 		err := r.Loop.Do(ctx, func(ctx context.Context) error {
 			var rows []queue.Row
 			var last uint64
+			t0 := time.Now()
 			if err := r.Loop.Retry(ctx, "reconcile: evaluate rule", func() (err error) {
 				rows, last, done, err = r.Lookup.QueueRowsRange(ctx, after, chunk)
 				return err
 			}); err != nil {
 				return err
 			}
+			x.s.RuleTime += time.Since(t0)
 			to := last
 			if done {
 				// The last chunk also owns every id above the highest user,
@@ -189,12 +194,14 @@ func (r *Reconciler) RunUsers(ctx context.Context, users []uint64, o Options) (S
 		ids = ids[len(batch):]
 		err := r.Loop.Do(ctx, func(ctx context.Context) error {
 			var rows []queue.Row
+			t0 := time.Now()
 			if err := r.Loop.Retry(ctx, "reconcile: evaluate rule", func() (err error) {
 				rows, err = r.Lookup.QueueRows(ctx, batch)
 				return err
 			}); err != nil {
 				return err
 			}
+			x.s.RuleTime += time.Since(t0)
 			x.s.Users += int64(len(batch))
 			return x.chunk(ctx, rows, batch[0]-1, batch[len(batch)-1], batch)
 		})
@@ -220,6 +227,7 @@ func (x *run) chunk(ctx context.Context, rows []queue.Row, from, to uint64, user
 	x.s.Queued += int64(len(rows))
 	x.s.Chunks++
 	var changes []queue.Change
+	t0 := time.Now()
 	if x.o.DryRun {
 		if err := r.Loop.Retry(ctx, "reconcile: diff", func() (err error) {
 			changes, err = r.Queue.Diff(ctx, rows, from, to)
@@ -236,6 +244,7 @@ func (x *run) chunk(ctx context.Context, rows []queue.Row, from, to uint64, user
 			})
 		}
 		x.s.add(changes, x.o.SampleSize)
+		x.s.WriteTime += time.Since(t0)
 		return nil
 	}
 	var msgs []notice.Message
@@ -258,10 +267,13 @@ func (x *run) chunk(ctx context.Context, rows []queue.Row, from, to uint64, user
 		return err
 	}
 	x.s.add(changes, x.o.SampleSize)
+	x.s.WriteTime += time.Since(t0)
 	if len(changes) == 0 {
 		return nil
 	}
 	x.changed = true
+	t1 := time.Now()
+	defer func() { x.s.NotifyTime += time.Since(t1) }()
 	keys := make([]string, 0, 2*len(changes))
 	for _, ch := range changes {
 		keys = r.Keys.AppendUser(keys, ch.Row.UserID)
@@ -314,7 +326,8 @@ func (x *run) finish(ctx context.Context) (Summary, error) {
 		}
 		r.Log.Log(ctx, lvl, "reconcile done", "trigger", o.Trigger, "users", s.Users, "queued", s.Queued,
 			"entered", s.Entered, "left", s.Left, "changed", s.Changed, "sample_user_ids", sampleIDs(s.Sample),
-			"took", s.Took.Round(time.Millisecond))
+			"took", s.Took.Round(time.Millisecond), "rule_took", s.RuleTime.Round(time.Millisecond),
+			"write_took", s.WriteTime.Round(time.Millisecond), "notify_took", s.NotifyTime.Round(time.Millisecond))
 	}
 	return *s, nil
 }

@@ -94,6 +94,15 @@ export interface Subscription {
   readonly closed: Promise<Error | undefined>;
 }
 
+/**
+ * returnDelayMs is the delay of the naks that hand notices back on stop:
+ * tiny, but not a plain -NAK. Against nats-server 2.9.10 plain naks for
+ * several outstanding notices at once lost one of them (until the ack wait)
+ * in our tests; delayed naks, which the server handles through its ack
+ * timer, came back complete and in order.
+ */
+const returnDelayMs = 1;
+
 const defaults = {
   stream: "DIALSYNC",
   subject: "dialsync.>",
@@ -146,6 +155,7 @@ export async function subscribe(js: JetStreamClient, options: SubscribeOptions, 
     abort_on_missing_resource: durable !== "",
   });
 
+  const toReturn: JsMsg[] = []; // durable: notices to hand back on stop
   const seen = new IdWindow(options.dedupeWindow ?? defaults.dedupeWindow);
   const stopping = new AbortController();
   const fields = (m: JsMsg, extra: Record<string, unknown> = {}) => ({ stream, consumer: name, seq: m.seq, ...extra });
@@ -167,7 +177,9 @@ export async function subscribe(js: JetStreamClient, options: SubscribeOptions, 
       n = decode(m.data);
     } catch (err) {
       log.error("notice: skipping undecodable message", fields(m, { msg_subject: m.subject, err }));
-      settle(m, "term", () => m.term("not a dialsync notice"));
+      // No reason text: nats-server 2.9 does not parse "+TERM <reason>" (a
+      // 2.10 addition) and would redeliver the message after the ack wait.
+      settle(m, "term", () => m.term());
       return;
     }
     if (seen.has(n.id)) {
@@ -178,8 +190,8 @@ export async function subscribe(js: JetStreamClient, options: SubscribeOptions, 
       await handler(n, { signal: stopping.signal, seq: m.seq, redelivered: m.redelivered });
     } catch (err) {
       if (stopping.signal.aborted && durable) {
-        // Shutting down: whoever runs next gets it at once.
-        settle(m, "nak", () => m.nak());
+        // Shutting down: handed back in stop(), for whoever runs next.
+        toReturn.push(m);
         return;
       }
       log.error("notice: handler failed", fields(m, { id: n.id, type: n.type, err }));
@@ -193,13 +205,11 @@ export async function subscribe(js: JetStreamClient, options: SubscribeOptions, 
   };
 
   const loop = (async (): Promise<Error | undefined> => {
-    let returned = 0;
     try {
       for await (const m of messages) {
         if (stopping.signal.aborted) {
-          // Prefetched but not handled: hand back for a prompt redelivery.
-          settle(m, "nak", () => m.nak());
-          returned++;
+          // Prefetched but not handled: handed back in stop().
+          if (durable) toReturn.push(m);
           continue;
         }
         await handle(m);
@@ -207,7 +217,6 @@ export async function subscribe(js: JetStreamClient, options: SubscribeOptions, 
     } catch (err) {
       if (!stopping.signal.aborted) return asError(err);
     }
-    if (returned > 0) log.debug("notice: returned prefetched notices on stop", { stream, consumer: name, count: returned });
     if (stopping.signal.aborted) return undefined;
     const why = await messages.closed();
     return why instanceof Error ? why : new Error(`notice: subscription to ${subject} on ${stream} ended (connection closed?)`);
@@ -217,13 +226,30 @@ export async function subscribe(js: JetStreamClient, options: SubscribeOptions, 
   const stop = () => {
     stopped ??= (async () => {
       stopping.abort();
+      if (durable) await drainPull(messages, log);
       await messages.close();
       await loop;
-      if (durable) {
-        // The naks and the unsubscribe are published without replies. A
-        // request on the same connection is answered only after the server
-        // has processed everything sent before it, so when this returns no
-        // live pull request points at our dead inbox and the naks are in.
+      if (!durable) {
+        // The server would drop the ephemeral consumer after its inactivity
+        // threshold (5 min); deleting it now keeps dev reloads and restarts
+        // from piling them up.
+        await consumer.delete().catch((err: unknown) => log.debug("notice: delete ordered consumer", { err }));
+      } else if (toReturn.length > 0) {
+        // Hand back what was prefetched or interrupted, so the next instance
+        // gets it at once rather than after the ack wait. First a consumer
+        // info request: nats-server 2.9 drops pull requests whose inbox lost
+        // interest when it reports num_waiting, and our drained request
+        // must be gone before the naks. Otherwise the server tries the
+        // redelivery on that dead request and, in 2.9.10, loses the notice
+        // from its redelivery queue (it comes back only after the ack wait)
+        // and re-sends the last one as new: seen in the test "stopping
+        // during a slow handler".
+        await jsm.consumers.info(stream, durable).catch((err: unknown) => log.debug("notice: consumer info on stop", { err }));
+        for (const m of toReturn) settle(m, "nak", () => m.nak(returnDelayMs));
+        log.debug("notice: returned unhandled notices on stop", { stream, consumer: name, count: toReturn.length });
+        // The naks are published without replies. A request on the same
+        // connection is answered only after the server has processed
+        // everything sent before it, so when this returns the naks are in.
         // (The Go helper flushes for the same reason: notice/subscribe.go.)
         await jsm.getAccountInfo().catch((err: unknown) => log.debug("notice: flush on stop", { err }));
       }
@@ -278,6 +304,25 @@ async function durableConsumer(
     });
   }
   return js.consumers.get(stream, durable);
+}
+
+/**
+ * drainPull unsubscribes the durable's pull inbox the way a core drain does:
+ * UNSUB, then a flush round trip during which messages the server sent
+ * before it saw the UNSUB are still queued to the iterator (and handed back
+ * by the loop). Closing outright drops such in-flight messages; the server
+ * would count them delivered and redeliver them only after the ack wait
+ * (seen as a flaky "stopping during a slow handler" test under load). The
+ * Go helper drains for the same reason (notice/subscribe.go).
+ *
+ * ConsumerMessages does not expose drain; its implementation
+ * (PullConsumerMessagesImpl, @nats-io/jetstream lib/consumer.d.ts) has the
+ * subscription as a public field. Without it this falls back to close().
+ */
+async function drainPull(messages: ConsumerMessages, log: Logger): Promise<void> {
+  const sub = (messages as Partial<{ sub: { drain(): Promise<void>; isClosed(): boolean } }>).sub;
+  if (!sub || typeof sub.drain !== "function" || sub.isClosed()) return;
+  await sub.drain().catch((err: unknown) => log.debug("notice: drain on stop", { err }));
 }
 
 function positive(v: number | undefined, def: number): number {

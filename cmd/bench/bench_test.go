@@ -1,0 +1,113 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"dialsync/internal/benchkit"
+)
+
+// TestShortMode runs the whole harness in -short mode (what `make
+// bench-short` runs in CI) against a freshly built binary, so the harness
+// cannot rot: every scenario must produce figures from real measurements.
+func TestShortMode(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "dialsync")
+	if out, err := exec.Command("go", "build", "-o", bin, "../dialsync").CombinedOutput(); err != nil {
+		t.Fatalf("build dialsync: %v\n%s", err, out)
+	}
+	jsonPath, mdPath := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.md")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	err := run(ctx, []string{"-short", "-bin", bin, "-json", jsonPath, "-md", mdPath}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("bench -short: %v\n%s", err, stderr.String())
+	}
+
+	var rep benchkit.Report
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatalf("results are not JSON: %v", err)
+	}
+	if !rep.Short || rep.Machine.NProc < 1 || len(rep.Versions) < 5 {
+		t.Errorf("header: short %v machine %+v versions %v", rep.Short, rep.Machine, rep.Versions)
+	}
+	if len(rep.Latency) != 3 {
+		t.Fatalf("latency results for %d rates, want 3", len(rep.Latency))
+	}
+	for _, l := range rep.Latency {
+		// Every write must come back as a notice and a deleted key.
+		if l.Notice.Samples == 0 || l.Notice.Missing != 0 || l.Redis.Missing != 0 {
+			t.Errorf("latency %s: %d samples, %d notices and %d deletions missing", l.Name, l.Notice.Samples, l.Notice.Missing, l.Redis.Missing)
+		}
+		if l.Notice.P50.Median <= 0 || l.Notice.P99.Median < l.Notice.P50.Median {
+			t.Errorf("latency %s: implausible percentiles %+v", l.Name, l.Notice)
+		}
+		if l.Resources.SteadyRSSMB.Median <= 0 || l.Resources.CPUSec.Median <= 0 {
+			t.Errorf("latency %s: resources not measured: %+v", l.Name, l.Resources)
+		}
+		if l.Stages == nil || l.Stages.Batches == 0 {
+			t.Errorf("latency %s: no apply stage breakdown from /metrics", l.Name)
+		}
+	}
+	if r := rep.Latency[1]; r.Rate != 1000 || r.Achieved.Median < 900 {
+		t.Errorf("1000/s window achieved %v tx/s", r.Achieved.Median)
+	}
+	c := rep.CatchUp
+	if c == nil || c.Rows < 20_000 || c.DialsyncRate.Median <= 0 || c.NoopRate.Median <= 0 || c.Ratio.Median <= 0 {
+		t.Fatalf("catch-up: %+v", c)
+	}
+	rc := rep.Reconcile
+	if rc == nil || rc.Users != 2000 || rc.Took.Median <= 0 || rc.Wall.Median < rc.Took.Median {
+		t.Fatalf("reconcile: %+v", rc)
+	}
+	if len(rep.Targets) != 5 {
+		t.Errorf("%d targets, want 5", len(rep.Targets))
+	}
+	for _, tg := range rep.Targets {
+		if tg.Measured {
+			t.Errorf("short mode judged target %q", tg.Name)
+		}
+	}
+	md, err := os.ReadFile(mdPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stdout.String(), string(md)) || !strings.Contains(string(md), "## Targets") {
+		t.Errorf("the Markdown table was not printed or is incomplete:\n%s", stdout.String())
+	}
+}
+
+func TestParseOptions(t *testing.T) {
+	o, err := parseOptions([]string{"-short", "-runs", "2"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// -short shrinks what was not set explicitly.
+	if o.runs != 2 || o.backlog != 20_000 || o.size.Users != 2000 || o.window != time.Second || !strings.HasSuffix(o.jsonPath, "short.json") {
+		t.Errorf("short options %+v", o)
+	}
+	o, err = parseOptions(nil, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.runs != 3 || o.catchUpRuns != 3 || o.reconcileRuns != 5 || o.backlog != 1_000_000 || o.size.Users != 50_000 || len(o.rates) != 3 || o.rates[2] != 0 {
+		t.Errorf("default options %+v", o)
+	}
+	for _, bad := range [][]string{{"-rates", "x"}, {"-scenarios", "nope"}, {"-runs", "0"}} {
+		if _, err := parseOptions(bad, &bytes.Buffer{}); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"dialsync/internal/testenv"
+)
+
+type checkLine struct {
+	Name   string `json:"name"`
+	Status string `json:"status"`
+	Detail string `json:"detail"`
+	Fix    string `json:"fix"`
+}
+
+func checkJSON(t *testing.T, p *pipe) ([]checkLine, int) {
+	t.Helper()
+	out, errOut, code := opsCLI(t, p, "check", "--json")
+	var lines []checkLine
+	if err := json.Unmarshal([]byte(out), &lines); err != nil {
+		t.Fatalf("check --json: %v\nstdout:\n%s\nstderr:\n%s", err, out, errOut)
+	}
+	return lines, code
+}
+
+func statusOf(t *testing.T, lines []checkLine, name string) checkLine {
+	t.Helper()
+	for _, l := range lines {
+		if l.Name == name {
+			return l
+		}
+	}
+	t.Fatalf("no %q line in %+v", name, lines)
+	return checkLine{}
+}
+
+// rewriteConfig replaces old with new in the pipe's config file.
+func rewriteConfig(t *testing.T, p *pipe, old, new string) {
+	t.Helper()
+	b, err := os.ReadFile(p.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), old) {
+		t.Fatalf("config has no %q", old)
+	}
+	if err := os.WriteFile(p.cfgPath, []byte(strings.Replace(string(b), old, new, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Exit codes: 0 all OK (least-privilege user, everything set up), 1 with
+// warnings (root: more grants than needed), 2 with a failure; an
+// unreachable server is a FAIL line and the other checks still run.
+func TestCheckCommand(t *testing.T) {
+	p := newPipe(t, pipeOpt{my: testenv.StartMariaDB(t, testenv.MariaDBOptions{})})
+
+	// Before the first run: the schema and stream do not exist yet (run
+	// creates them): warnings, and root's grants warn too.
+	lines, code := checkJSON(t, p)
+	if code != 1 {
+		t.Fatalf("fresh setup as root: exit %d, want 1: %+v", code, lines)
+	}
+	for _, n := range []string{"postgres", "nats", "grants"} {
+		if l := statusOf(t, lines, n); l.Status != "WARN" || l.Fix == "" {
+			t.Errorf("%s: want WARN with a fix, got %+v", n, l)
+		}
+	}
+	for _, l := range lines {
+		if l.Status == "FAIL" {
+			t.Errorf("unexpected failure: %+v", l)
+		}
+	}
+
+	startCaughtUp(t, p)
+	p.stop()
+
+	// A least-privilege account: all OK, exit 0.
+	user := "ds_" + fmt.Sprint(nextServerID.Add(1))
+	p.my.Exec(t, fmt.Sprintf("CREATE USER '%s'@'%%' IDENTIFIED BY 'pw'", user),
+		fmt.Sprintf("GRANT REPLICATION SLAVE, BINLOG MONITOR, SLAVE MONITOR, REPLICATION MASTER ADMIN ON *.* TO '%s'@'%%'", user),
+		fmt.Sprintf("GRANT SELECT ON `%s`.* TO '%s'@'%%'", p.name, user))
+	rewriteConfig(t, p, `user = "root"`, fmt.Sprintf("user = %q\npassword = \"pw\"", user))
+	out, errOut, code := opsCLI(t, p, "check")
+	if code != 0 || strings.Contains(out, "WARN") || strings.Contains(out, "FAIL") {
+		t.Fatalf("least privilege: exit %d, want 0\n%s\n%s", code, out, errOut)
+	}
+	for _, n := range []string{"log_bin", "binlog_format", "binlog_row_image", "grants", "server_id", "checkpoint", "lookup_server", "postgres", "redis", "nats", "tables"} {
+		if !strings.Contains(out, "OK    "+n) {
+			t.Errorf("no OK line for %s:\n%s", n, out)
+		}
+	}
+
+	// Unreachable Redis and source: FAIL lines naming the config key; the
+	// PostgreSQL and NATS checks still ran.
+	rewriteConfig(t, p, `addr = "127.0.0.1:6379"`, fmt.Sprintf("addr = %q", closedPort(t)))
+	rewriteConfig(t, p, fmt.Sprintf("addr = %q", p.my.Addr()), fmt.Sprintf("addr = %q", closedPort(t)))
+	lines, code = checkJSON(t, p)
+	if code != 2 {
+		t.Fatalf("unreachable servers: exit %d, want 2: %+v", code, lines)
+	}
+	if l := statusOf(t, lines, "source"); l.Status != "FAIL" || !strings.Contains(l.Fix, "source.addr") {
+		t.Errorf("source: %+v", l)
+	}
+	if l := statusOf(t, lines, "redis"); l.Status != "FAIL" || !strings.Contains(l.Fix, "redis.addr") {
+		t.Errorf("redis: %+v", l)
+	}
+	for _, n := range []string{"postgres", "nats"} {
+		if l := statusOf(t, lines, n); l.Status != "OK" {
+			t.Errorf("%s must still be checked: %+v", n, l)
+		}
+	}
+
+	// A bad config is a usage error (exit 2) before any check.
+	bad := filepath.Join(t.TempDir(), "bad.toml")
+	if err := os.WriteFile(bad, []byte("[source]\nnope = 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code := Main([]string{"check", "--config", bad}, &strings.Builder{}, &strings.Builder{}); code != exitUsage {
+		t.Errorf("bad config: exit %d", code)
+	}
+}

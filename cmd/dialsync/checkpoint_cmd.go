@@ -1,0 +1,670 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/user"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/go-mysql-org/go-mysql/mysql"
+
+	"dialsync/canal"
+	"dialsync/checkpoint"
+	"dialsync/internal/preflight"
+	"dialsync/internal/reconcile"
+)
+
+func init() {
+	register(command{30, "checkpoint", "show, set, reset, history, rollback: inspect and move the binlog checkpoint", runCheckpoint})
+}
+
+const checkpointUsage = `usage: dialsync checkpoint <subcommand> [--config PATH] [flags]
+
+subcommands:
+  show     [--json]                          the stored position, its age, bytes behind the source,
+                                             whether the source still has it, and the lease holder
+  set      (--gtid SET | --file F --pos N) --reason TEXT [--force]
+                                             move the checkpoint; checked against the source
+                                             (listed binlog, transaction boundary) unless --force
+  reset    --reason TEXT [--to-head]         without --to-head: remove it, the next run bootstraps;
+                                             with --to-head: jump to the source head and reconcile now
+  history  [--limit N] [--json]              every change: when, who, why, old and new
+  rollback --to ID --reason TEXT [--force]   put the checkpoint where history entry ID put it
+
+Every change is recorded in the history with your OS user and the reason.
+Changes refuse while a running instance holds the pipeline's lease: stop it first.`
+
+func runCheckpoint(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprintln(stderr, checkpointUsage)
+		if len(args) == 0 {
+			return usagef("checkpoint: a subcommand is required")
+		}
+		return nil
+	}
+	sub, rest := args[0], args[1:]
+	fs := newFlags("checkpoint "+sub, stderr)
+	fs.Usage = func() { fmt.Fprintln(stderr, checkpointUsage); fs.PrintDefaults() }
+	cfgPath := fs.String("config", "config.toml", "configuration file")
+	c := &ckptCmd{stdout: stdout, stderr: stderr}
+	var run func(context.Context) error
+	switch sub {
+	case "show":
+		fs.BoolVar(&c.json, "json", false, "print JSON")
+		run = c.show
+	case "set":
+		fs.StringVar(&c.gtid, "gtid", "", "GTID set to resume after (the flavor's text form)")
+		fs.StringVar(&c.file, "file", "", "binlog file name")
+		fs.Func("pos", "offset in --file (a transaction boundary)", func(s string) error { return parseUint32(s, &c.pos, &c.posSet) })
+		fs.StringVar(&c.reason, "reason", "", "why (recorded in the history; required)")
+		fs.BoolVar(&c.force, "force", false, "skip the checks against the source (not the syntax checks)")
+		run = c.set
+	case "reset":
+		fs.BoolVar(&c.toHead, "to-head", false, "jump to the source's current position and reconcile the whole queue now")
+		fs.StringVar(&c.reason, "reason", "", "why (recorded in the history; required)")
+		run = c.reset
+	case "history":
+		fs.IntVar(&c.limit, "limit", 20, "show at most N entries, newest first (0: all)")
+		fs.BoolVar(&c.json, "json", false, "print JSON")
+		run = c.history
+	case "rollback":
+		fs.Func("to", "history entry ID to go back to", func(s string) error {
+			_, err := fmt.Sscan(s, &c.to)
+			if err != nil || c.to <= 0 || fmt.Sprint(c.to) != s {
+				return fmt.Errorf("%q is not a history entry id (a positive integer)", s)
+			}
+			return nil
+		})
+		fs.StringVar(&c.reason, "reason", "", "why (recorded in the history; required)")
+		fs.BoolVar(&c.force, "force", false, "skip the check that the source still has the position")
+		run = c.rollback
+	default:
+		fmt.Fprintln(stderr, checkpointUsage)
+		return usagef("checkpoint: unknown subcommand %q", sub)
+	}
+	if err := parseFlags(fs, rest); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("checkpoint %s: unexpected argument %q", sub, fs.Arg(0))
+	}
+	if err := c.validate(sub); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	// Operator commands print their own output; the logger carries only
+	// warnings from the libraries.
+	c.log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("pipeline", cfg.Pipeline.Name)
+	c.env, err = openEnv(ctx, cfg, c.log)
+	if err != nil {
+		return err
+	}
+	defer c.env.Close()
+	return run(ctx)
+}
+
+func parseUint32(s string, dst *uint32, set *bool) error {
+	var v uint64
+	if _, err := fmt.Sscan(s, &v); err != nil || fmt.Sprint(v) != s || v > 1<<32-1 {
+		return fmt.Errorf("%q is not a binlog offset (0 to 4294967295)", s)
+	}
+	*dst, *set = uint32(v), true
+	return nil
+}
+
+// ckptCmd is one checkpoint subcommand's flags and connections.
+type ckptCmd struct {
+	stdout, stderr io.Writer
+	env            *env
+	log            *slog.Logger
+
+	json, force, toHead bool
+	gtid, file, reason  string
+	pos                 uint32
+	posSet              bool
+	limit               int
+	to                  int64
+}
+
+// validate checks the flags that need no server (exit 2 on error).
+func (c *ckptCmd) validate(sub string) error {
+	switch sub {
+	case "set", "reset", "rollback":
+		if strings.TrimSpace(c.reason) == "" {
+			return usagef("checkpoint %s: --reason is required (it is recorded in the history)", sub)
+		}
+	}
+	switch sub {
+	case "set":
+		byFile := c.file != "" || c.posSet
+		switch {
+		case c.gtid == "" && !byFile:
+			return usagef("checkpoint set: give --gtid SET, or --file F --pos N")
+		case c.gtid != "" && byFile:
+			return usagef("checkpoint set: give --gtid, or --file with --pos, not both")
+		case byFile && (c.file == "" || !c.posSet):
+			return usagef("checkpoint set: --file and --pos go together")
+		case byFile && !preflight.ValidBinlogName(c.file):
+			return usagef("checkpoint set: --file %q is not a binlog file name", c.file)
+		case byFile && c.pos < 4:
+			return usagef("checkpoint set: --pos %d: a binlog offset is at least 4 (the start of a file)", c.pos)
+		}
+	case "rollback":
+		if c.to == 0 {
+			return usagef("checkpoint rollback: --to ID is required (see dialsync checkpoint history)")
+		}
+	case "history":
+		if c.limit < 0 {
+			return usagef("checkpoint history: --limit must be >= 0")
+		}
+	}
+	return nil
+}
+
+func (c *ckptCmd) store() *checkpoint.Store { return c.env.ckpt }
+
+func (c *ckptCmd) source() *preflight.Source {
+	cc := c.env.canalCfg
+	return &preflight.Source{Addr: cc.Addr, User: cc.User, Password: cc.Password, TLS: cc.TLS, Timeout: 10 * time.Second}
+}
+
+// actor is who the history records: the OS user.
+func actor() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	if u := os.Getenv("USER"); u != "" {
+		return u
+	}
+	return "unknown"
+}
+
+// refusedError is a change refused because an instance runs.
+type refusedError struct{ msg string }
+
+func (e refusedError) Error() string { return e.msg }
+
+// exclusive runs fn while holding the pipeline's lease, so no instance can
+// start streaming (and saving checkpoints) in the middle of an operator's
+// change; it refuses, naming the holder, while a running instance holds it.
+// Taking the lease bumps the pipeline's epoch, which is harmless: the next
+// leader takes a newer one.
+func (c *ckptCmd) exclusive(ctx context.Context, fn func(context.Context) error) error {
+	cfg := c.env.cfg
+	refuse := func() error {
+		holder, epoch, _, err := checkpoint.Holder(ctx, c.env.pool, cfg.Postgres.Schema, cfg.Pipeline.Name)
+		if err != nil {
+			return err
+		}
+		return refusedError{fmt.Sprintf("refusing: instance %s holds the lease for pipeline %s (epoch %d); stop it first", holder, cfg.Pipeline.Name, epoch)}
+	}
+	_, _, held, err := checkpoint.Holder(ctx, c.env.pool, cfg.Postgres.Schema, cfg.Pipeline.Name)
+	if err != nil {
+		return err
+	}
+	if held {
+		return refuse()
+	}
+	host, _ := os.Hostname()
+	name := fmt.Sprintf("%s/pid-%d (dialsync checkpoint, %s)", host, os.Getpid(), actor())
+	actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	lease, err := checkpoint.AcquireLease(actx, c.env.pgDSN, cfg.Postgres.Schema, cfg.Pipeline.Name, name, c.log)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			return refuse() // an instance started meanwhile
+		}
+		return err
+	}
+	defer lease.Release(context.WithoutCancel(ctx))
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	go func() {
+		select {
+		case <-lease.Lost():
+			stop(errors.New("lost the pipeline lease while changing the checkpoint"))
+		case <-ctx.Done():
+		}
+	}()
+	if err := fn(ctx); err != nil {
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+			return fmt.Errorf("%w (%v)", err, cause)
+		}
+		return err
+	}
+	return nil
+}
+
+// posJSON is a position in JSON output.
+type posJSON struct {
+	File    string `json:"file,omitempty"`
+	Pos     uint32 `json:"pos,omitempty"`
+	GTIDSet string `json:"gtid_set,omitempty"`
+}
+
+// toPosJSON is nil for no position (before the first, or after a reset).
+func toPosJSON(p canal.Position) *posJSON {
+	if p.IsZero() {
+		return nil
+	}
+	return &posJSON{File: p.File, Pos: p.Pos, GTIDSet: p.GTIDSet}
+}
+
+// --- show ---
+
+type showOutput struct {
+	Pipeline   string     `json:"pipeline"`
+	Stored     bool       `json:"stored"`
+	File       string     `json:"file,omitempty"`
+	Pos        uint32     `json:"pos,omitempty"`
+	GTIDSet    string     `json:"gtid_set,omitempty"`
+	ServerUUID string     `json:"server_uuid,omitempty"`
+	Epoch      int64      `json:"epoch"`
+	UpdatedAt  *time.Time `json:"updated_at,omitempty"`
+	AgeSeconds *float64   `json:"age_seconds,omitempty"`
+	Head       *posJSON   `json:"source_head,omitempty"`
+	// BytesBehind is nil when it cannot be computed (the source is
+	// unreachable, or the checkpoint's file is gone).
+	BytesBehind *uint64 `json:"bytes_behind,omitempty"`
+	// OnServer is nil when the source could not be asked.
+	OnServer       *bool  `json:"on_server,omitempty"`
+	OnServerDetail string `json:"on_server_detail,omitempty"`
+	SourceError    string `json:"source_error,omitempty"`
+	LeaseHeld      bool   `json:"lease_held"`
+	LeaseHolder    string `json:"lease_holder,omitempty"`
+	LeaseEpoch     int64  `json:"lease_epoch"`
+}
+
+func (c *ckptCmd) show(ctx context.Context) error {
+	cfg := c.env.cfg
+	cp, found, err := c.store().Load(ctx)
+	if err != nil {
+		return err
+	}
+	out := showOutput{Pipeline: cfg.Pipeline.Name, Stored: found}
+	out.LeaseHolder, out.LeaseEpoch, out.LeaseHeld, err = checkpoint.Holder(ctx, c.env.pool, cfg.Postgres.Schema, cfg.Pipeline.Name)
+	if err != nil {
+		return err
+	}
+	if found {
+		out.File, out.Pos, out.GTIDSet, out.ServerUUID, out.Epoch = cp.Pos.File, cp.Pos.Pos, cp.Pos.GTIDSet, cp.ServerUUID, cp.Epoch
+		at := cp.UpdatedAt
+		age := time.Since(at).Seconds()
+		out.UpdatedAt, out.AgeSeconds = &at, &age
+	}
+	src := c.source()
+	defer src.Close()
+	if err := c.sourceFacts(ctx, src, cp, found, &out); err != nil {
+		out.SourceError = redactErr(err, cfg).Error()
+	}
+	if c.json {
+		enc := json.NewEncoder(c.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	c.printShow(out)
+	return nil
+}
+
+func (c *ckptCmd) sourceFacts(ctx context.Context, src *preflight.Source, cp checkpoint.Checkpoint, found bool, out *showOutput) error {
+	file, pos, ok, err := src.Head(ctx)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errors.New("binary logging is off on the source")
+	}
+	out.Head = &posJSON{File: file, Pos: pos}
+	if !found {
+		return nil
+	}
+	logs, err := src.BinaryLogs(ctx)
+	if err != nil {
+		return err
+	}
+	if cp.Pos.File != "" {
+		if n, ok := preflight.BytesBehind(logs, cp.Pos, canal.Position{File: file, Pos: pos}); ok {
+			out.BytesBehind = &n
+		}
+	}
+	av, err := src.CheckpointAvailable(ctx, c.env.cfg.Source.Flavor, cp.Pos, logs)
+	if err != nil {
+		return err
+	}
+	out.OnServer, out.OnServerDetail = &av.OK, av.Detail
+	return nil
+}
+
+func (c *ckptCmd) printShow(o showOutput) {
+	w := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	defer w.Flush()
+	fmt.Fprintf(w, "pipeline:\t%s\n", o.Pipeline)
+	if !o.Stored {
+		fmt.Fprintf(w, "checkpoint:\tnone (the next run bootstraps: records the source head, reconciles, then streams)\n")
+	} else {
+		fmt.Fprintf(w, "position:\t%s:%d\n", o.File, o.Pos)
+		fmt.Fprintf(w, "gtid set:\t%s\n", orNone(o.GTIDSet))
+		fmt.Fprintf(w, "updated:\t%s (%s ago), epoch %d\n", o.UpdatedAt.Format(time.RFC3339), (time.Duration(*o.AgeSeconds) * time.Second).Round(time.Second), o.Epoch)
+	}
+	if o.Head != nil {
+		fmt.Fprintf(w, "source head:\t%s:%d\n", o.Head.File, o.Head.Pos)
+	}
+	if o.Stored {
+		switch {
+		case o.BytesBehind != nil:
+			fmt.Fprintf(w, "behind:\t%d bytes\n", *o.BytesBehind)
+		case o.SourceError == "":
+			fmt.Fprintf(w, "behind:\tunknown\n")
+		}
+		if o.OnServer != nil {
+			if *o.OnServer {
+				fmt.Fprintf(w, "on server:\tyes (%s)\n", o.OnServerDetail)
+			} else {
+				fmt.Fprintf(w, "on server:\tNO: %s\n", o.OnServerDetail)
+				fmt.Fprintf(w, "fix:\tdialsync checkpoint reset --to-head --reason '...' (jumps to the head and reconciles the whole queue)\n")
+			}
+		}
+	}
+	if o.SourceError != "" {
+		fmt.Fprintf(w, "source:\tunreachable: %s\n", o.SourceError)
+	}
+	switch {
+	case o.LeaseHeld:
+		fmt.Fprintf(w, "lease:\theld by %s (epoch %d)\n", o.LeaseHolder, o.LeaseEpoch)
+	case o.LeaseHolder != "":
+		fmt.Fprintf(w, "lease:\tfree (last holder %s, epoch %d)\n", o.LeaseHolder, o.LeaseEpoch)
+	default:
+		fmt.Fprintf(w, "lease:\tfree (never taken)\n")
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+// --- set ---
+
+func (c *ckptCmd) set(ctx context.Context) error {
+	flavor := c.env.cfg.Source.Flavor
+	pos := canal.Position{File: c.file, Pos: c.pos}
+	if c.gtid != "" {
+		set, err := mysql.ParseGTIDSet(flavor, c.gtid)
+		if err != nil {
+			return usagef("checkpoint set: --gtid %q is not a valid %s GTID set: %v", c.gtid, flavor, err)
+		}
+		if set.IsEmpty() {
+			return usagef("checkpoint set: --gtid is empty; to start over use `dialsync checkpoint reset`")
+		}
+		pos.GTIDSet = set.String()
+	}
+	return c.exclusive(ctx, func(ctx context.Context) error {
+		if !c.force {
+			if err := c.validateOnServer(ctx, pos); err != nil {
+				return err
+			}
+		}
+		return c.change(ctx, "set", func(ctx context.Context) error {
+			return c.store().Set(ctx, pos, actor(), c.reason)
+		})
+	})
+}
+
+// validateOnServer checks pos against the source: the file is listed and
+// pos is a transaction boundary in it; a GTID set is neither purged nor
+// beyond what the server has.
+func (c *ckptCmd) validateOnServer(ctx context.Context, pos canal.Position) error {
+	src := c.source()
+	defer src.Close()
+	const hint = " (--force stores it anyway)"
+	logs, err := src.BinaryLogs(ctx)
+	if err != nil {
+		return fmt.Errorf("checkpoint set: cannot check the position on the source: %w%s", redactErr(err, c.env.cfg), hint)
+	}
+	if pos.File != "" {
+		i := preflight.FindLog(logs, pos.File)
+		if i < 0 {
+			names := make([]string, len(logs))
+			for j, l := range logs {
+				names[j] = l.Name
+			}
+			return usagef("checkpoint set: binlog %s is not on the source (it has %s)%s", pos.File, strings.Join(names, ", "), hint)
+		}
+		if uint64(pos.Pos) > logs[i].Size {
+			return usagef("checkpoint set: --pos %d is past the end of %s (%d bytes)%s", pos.Pos, pos.File, logs[i].Size, hint)
+		}
+		b, err := src.TxnBoundary(ctx, pos.File, pos.Pos)
+		if err != nil {
+			return fmt.Errorf("checkpoint set: read the events of %s: %w%s", pos.File, err, hint)
+		}
+		if !b.OK {
+			near := fmt.Sprintf("%d", b.Before)
+			if b.After != 0 {
+				near += fmt.Sprintf(" and %d", b.After)
+			}
+			return usagef("checkpoint set: %s:%d is not a transaction boundary (resuming there would split a transaction); the nearest boundaries are %s%s",
+				pos.File, pos.Pos, near, hint)
+		}
+		return nil
+	}
+	av, err := src.CheckpointAvailable(ctx, c.env.cfg.Source.Flavor, pos, logs)
+	if err != nil {
+		return fmt.Errorf("checkpoint set: cannot check the GTID set on the source: %w%s", err, hint)
+	}
+	if !av.OK {
+		return usagef("checkpoint set: %s%s", av.Detail, hint)
+	}
+	if beyond, err := gtidBeyondServer(ctx, src, c.env.cfg.Source.Flavor, pos.GTIDSet); err != nil {
+		return fmt.Errorf("checkpoint set: %w%s", err, hint)
+	} else if beyond != "" {
+		return usagef("checkpoint set: --gtid %s is ahead of the source (%s)%s", pos.GTIDSet, beyond, hint)
+	}
+	return nil
+}
+
+// gtidBeyondServer returns why set is ahead of what the source has written
+// ("" when it is not): MySQL: not a subset of gtid_executed; MariaDB: a
+// domain's sequence above gtid_binlog_pos's.
+func gtidBeyondServer(ctx context.Context, src *preflight.Source, flavor, set string) (string, error) {
+	if flavor == mysql.MySQLFlavor {
+		rows, err := src.Query(ctx, fmt.Sprintf("SELECT GTID_SUBSET('%s', @@GLOBAL.gtid_executed) AS ok", set))
+		if err != nil {
+			return "", err
+		}
+		if len(rows) == 1 && rows[0]["ok"] == "1" {
+			return "", nil
+		}
+		return "not within gtid_executed", nil
+	}
+	vars, err := src.Vars(ctx, "gtid_binlog_pos")
+	if err != nil {
+		return "", err
+	}
+	have, err := mysql.ParseMariadbGTIDSet(vars["gtid_binlog_pos"])
+	if err != nil {
+		return "", fmt.Errorf("parse gtid_binlog_pos %q: %w", vars["gtid_binlog_pos"], err)
+	}
+	want, _ := mysql.ParseMariadbGTIDSet(set)
+	for d, g := range want.(*mysql.MariadbGTIDSet).Sets {
+		h, ok := have.(*mysql.MariadbGTIDSet).Sets[d]
+		if !ok || h.SequenceNumber < g.SequenceNumber {
+			return fmt.Sprintf("gtid_binlog_pos is %s", vars["gtid_binlog_pos"]), nil
+		}
+	}
+	return "", nil
+}
+
+// change runs a checkpoint change and reports old -> new with its history
+// entry.
+func (c *ckptCmd) change(ctx context.Context, what string, fn func(context.Context) error) error {
+	if err := fn(ctx); err != nil {
+		return err
+	}
+	h, err := c.store().History(ctx, 1)
+	if err != nil || len(h) == 0 {
+		return err
+	}
+	e := h[0]
+	fmt.Fprintf(c.stdout, "checkpoint %s: %s -> %s (history entry %d, by %s: %s)\n",
+		what, posText(e.Old), posText(e.New), e.ID, e.Actor, e.Reason)
+	return nil
+}
+
+func posText(p canal.Position) string {
+	if p.IsZero() {
+		return "(none)"
+	}
+	return p.String()
+}
+
+// --- reset ---
+
+func (c *ckptCmd) reset(ctx context.Context) error {
+	return c.exclusive(ctx, func(ctx context.Context) error {
+		if !c.toHead {
+			if err := c.change(ctx, "reset", func(ctx context.Context) error {
+				return c.store().Reset(ctx, actor(), c.reason)
+			}); err != nil {
+				return err
+			}
+			fmt.Fprintln(c.stdout, "the next `dialsync run` bootstraps: records the source head, reconciles the whole queue, then streams")
+			return nil
+		}
+		// The same order as a bootstrap (BRIEF section 5): record the head
+		// FIRST, then reconcile. Changes made during the reconcile are in
+		// the binlog after the head, so the next run recomputes them again.
+		head, err := canal.Head(ctx, c.env.canalCfg)
+		if err != nil {
+			return fmt.Errorf("checkpoint reset: read the source head: %w", err)
+		}
+		if err := c.change(ctx, "reset to head", func(ctx context.Context) error {
+			return c.store().Set(ctx, head, actor(), c.reason)
+		}); err != nil {
+			return err
+		}
+		fmt.Fprintln(c.stdout, "reconciling the whole queue (the binlog before the head was skipped)...")
+		sum, err := c.reconcile(ctx)
+		if err != nil {
+			// A checkpoint at the head with an unreconciled queue would
+			// stream on from wrong state. Removing it makes the next run
+			// bootstrap, which records the head and reconciles itself.
+			why := "automatic: the reconcile after reset --to-head failed, so the next run bootstraps"
+			if rerr := c.store().Reset(context.WithoutCancel(ctx), actor(), why); rerr != nil {
+				return fmt.Errorf("checkpoint reset: the reconcile failed (%w) and removing the checkpoint failed too (%v): do NOT start dialsync; run `dialsync checkpoint reset --reason ...` once PostgreSQL answers", err, rerr)
+			}
+			return fmt.Errorf("checkpoint reset: the reconcile failed: %w; the checkpoint was removed instead, so the next run bootstraps (records the head and reconciles)", err)
+		}
+		fmt.Fprintf(c.stdout, "reconcile done: %d users, %d queued, %d entered, %d left, %d changed, in %s\n",
+			sum.Users, sum.Queued, sum.Entered, sum.Left, sum.Changed, sum.Took.Round(time.Millisecond))
+		return nil
+	})
+}
+
+// reconcile runs a full reconcile through an apply loop, as run's
+// bootstrap does, then stops the loop.
+func (c *ckptCmd) reconcile(ctx context.Context) (reconcile.Summary, error) {
+	if err := c.env.connectSinks(ctx); err != nil {
+		return reconcile.Summary{}, err
+	}
+	loop := c.env.newLoop(c.log, nil)
+	lctx, cancel := context.WithCancel(ctx)
+	loopErr := make(chan error, 1)
+	go func() { loopErr <- loop.Run(lctx) }()
+	sum, err := c.env.newReconciler(loop, c.log).Run(lctx, reconcile.Options{Trigger: "manual"})
+	cancel()
+	if lerr := <-loopErr; err == nil && lerr != nil {
+		err = lerr
+	}
+	return sum, err
+}
+
+// --- history ---
+
+func (c *ckptCmd) history(ctx context.Context) error {
+	hs, err := c.store().History(ctx, c.limit)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		type entry struct {
+			ID     int64     `json:"id"`
+			At     time.Time `json:"at"`
+			Actor  string    `json:"actor"`
+			Reason string    `json:"reason"`
+			Old    *posJSON  `json:"old"`
+			New    *posJSON  `json:"new"`
+			Epoch  int64     `json:"epoch"`
+		}
+		out := make([]entry, len(hs))
+		for i, h := range hs {
+			out[i] = entry{h.ID, h.At, h.Actor, h.Reason, toPosJSON(h.Old), toPosJSON(h.New), h.Epoch}
+		}
+		enc := json.NewEncoder(c.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	if len(hs) == 0 {
+		fmt.Fprintf(c.stdout, "no checkpoint changes recorded for pipeline %s\n", c.env.cfg.Pipeline.Name)
+		return nil
+	}
+	w := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "ID\tAT\tACTOR\tOLD\tNEW\tREASON")
+	for _, h := range hs {
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\n", h.ID, h.At.Format(time.RFC3339), h.Actor, posText(h.Old), posText(h.New), h.Reason)
+	}
+	return w.Flush()
+}
+
+// --- rollback ---
+
+func (c *ckptCmd) rollback(ctx context.Context) error {
+	return c.exclusive(ctx, func(ctx context.Context) error {
+		hs, err := c.store().History(ctx, 0)
+		if err != nil {
+			return err
+		}
+		var target *checkpoint.HistoryEntry
+		for i := range hs {
+			if hs[i].ID == c.to {
+				target = &hs[i]
+			}
+		}
+		if target == nil {
+			return usagef("checkpoint rollback: no history entry %d for pipeline %s (see dialsync checkpoint history)", c.to, c.env.cfg.Pipeline.Name)
+		}
+		if !c.force && !target.New.IsZero() {
+			src := c.source()
+			defer src.Close()
+			logs, err := src.BinaryLogs(ctx)
+			if err != nil {
+				return fmt.Errorf("checkpoint rollback: cannot check the position on the source: %w (--force skips the check)", redactErr(err, c.env.cfg))
+			}
+			av, err := src.CheckpointAvailable(ctx, c.env.cfg.Source.Flavor, target.New, logs)
+			if err != nil {
+				return fmt.Errorf("checkpoint rollback: cannot check the position on the source: %w (--force skips the check)", err)
+			}
+			if !av.OK {
+				return usagef("checkpoint rollback: entry %d's position %s is no longer usable: %s (--force stores it anyway)", c.to, target.New, av.Detail)
+			}
+		}
+		return c.change(ctx, "rollback", func(ctx context.Context) error {
+			err := c.store().Rollback(ctx, c.to, actor(), c.reason)
+			if errors.Is(err, checkpoint.ErrNoHistoryEntry) {
+				return usagef("checkpoint rollback: no history entry %d for pipeline %s", c.to, c.env.cfg.Pipeline.Name)
+			}
+			return err
+		})
+	})
+}

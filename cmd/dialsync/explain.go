@@ -1,0 +1,348 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+
+	"dialsync/handlers"
+	"dialsync/internal/config"
+	"dialsync/internal/explain"
+	"dialsync/internal/lookup"
+)
+
+func init() {
+	register(command{50, "explain", "why a user is or is not queued, with the inputs", runExplain})
+}
+
+const explainUsage = `usage: dialsync explain [--config PATH] [--json] [--notices N] USER_ID
+
+Explains why a user is or is not in the call queue, from the inputs:
+  - the user's source facts on the lookup server: exists, soft-deleted,
+    enabled, status, phone present (never the number), and each claim with
+    its status, soft-deleted flag, requirement count and PENDING requirements
+    (count and oldest created_at);
+  - the queue rule's verdict; for the built-in rule each clause separately
+    and which ones fail (with a custom rules.queue_sql, only that rule's
+    answer);
+  - the PostgreSQL call_queue row (or none) and whether it agrees with the
+    rule: a disagreement is drift, transient while a running dialsync has not
+    yet applied the latest change, otherwise repaired by 'dialsync reconcile';
+  - which of the user's Redis keys (and the queue-wide keys) exist;
+  - the user's latest notices in the stream (subjects <prefix>.user.<id> and
+    <prefix>.queue.<id>).
+No other row values (names, emails, phone numbers, addresses) are read.
+Nothing is written anywhere.
+
+  --json       print the report as one JSON object
+  --notices N  how many of the latest notices to show (default 10, 0: skip)
+
+Exit status: 0 explained (also for a user that does not exist: the report
+says "not found"), 1 a server could not be reached or read (the parts that
+could be read are still printed), 2 bad arguments (e.g. an id that is not an
+integer in 1..18446744073709551615) or configuration.
+`
+
+// negativeNumber matches what the flag package would take for a flag but an
+// operator means as an id: "-5".
+var negativeNumber = regexp.MustCompile(`^-[0-9]+$`)
+
+// parseArgs parses flags that may come before or after positional
+// arguments ("explain 42 --json" works too), and refuses a negative number
+// as an invalid id rather than as an unknown flag.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		for i := 0; i < len(args); i++ {
+			a := args[i]
+			if a == "--" {
+				break
+			}
+			if negativeNumber.MatchString(a) && !takesValue(fs, args, i) {
+				return nil, usagef("invalid user id %q: want a positive decimal integer", a)
+			}
+		}
+		if err := parseFlags(fs, args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		// A "--" ends the flags: everything after it is positional.
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// takesValue reports whether args[i] is the value of the flag before it
+// ("--notices -1").
+func takesValue(fs *flag.FlagSet, args []string, i int) bool {
+	if i == 0 {
+		return false
+	}
+	prev := strings.TrimLeft(args[i-1], "-")
+	if !strings.HasPrefix(args[i-1], "-") || strings.Contains(prev, "=") {
+		return false
+	}
+	f := fs.Lookup(prev)
+	if f == nil {
+		return false
+	}
+	if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+		return false
+	}
+	return true
+}
+
+func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("explain", stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, explainUsage) }
+	cfgPath := fs.String("config", "config.toml", "config file")
+	asJSON := fs.Bool("json", false, "print JSON")
+	latest := fs.Int("notices", 10, "latest notices to show")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("explain takes exactly one USER_ID (got %d arguments); see 'dialsync explain -h'", len(pos))
+	}
+	user, err := explain.ParseUserID(pos[0])
+	if err != nil {
+		return usageError{err}
+	}
+	if *latest < 0 {
+		return usagef("--notices %d: must be 0 or more", *latest)
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	// Warnings only: the report is the output; connection chatter would
+	// bury it.
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
+	keys, err := handlers.NewKeys(cfg.Redis.Prefix, cfg.Cache.UserKeys, cfg.Cache.QueueKeys)
+	if err != nil {
+		return usagef("cache: %v", err)
+	}
+	lk := cfg.EffectiveLookup()
+	srcTLS, err := tlsFor("source", cfg.Source.TLSConfig, hostOf(lk.Addr), log)
+	if err != nil {
+		return err
+	}
+
+	connectCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	// The source is required: without it there is nothing to explain.
+	src, err := explain.OpenSource(connectCtx, explain.SourceConfig{
+		Addr: lk.Addr, User: lk.User, Password: lk.Password, Database: lk.Database, TLS: srcTLS})
+	if err != nil {
+		return fmt.Errorf("explain: %w", redactErr(err, cfg))
+	}
+	defer src.Close()
+	rule, err := lookup.Open(connectCtx, lookup.Config{
+		Addr: lk.Addr, User: lk.User, Password: lk.Password, Database: lk.Database,
+		TLS: srcTLS, QueueSQL: cfg.Rules.QueueSQL, MaxOpen: 1,
+	}, log)
+	if err != nil {
+		return fmt.Errorf("explain: %w", redactErr(err, cfg))
+	}
+	defer rule.Close()
+
+	d := explain.Deps{
+		Facts: src, Rule: rule, CustomRule: strings.TrimSpace(cfg.Rules.QueueSQL) != "",
+		UserKeys: keys.AppendUser(nil, user), QueueKeys: keys.Queue(), LatestNotices: *latest,
+	}
+	// The sinks are optional: a failure is shown in its section.
+	if pool, err := inspectPostgres(connectCtx, cfg); err != nil {
+		d.Queue = explain.Failed{Err: err}
+	} else {
+		defer pool.Close()
+		d.Queue = explain.PGQueue{Pool: pool, Schema: cfg.Postgres.Schema}
+	}
+	if rdb, err := inspectRedis(connectCtx, cfg, log); err != nil {
+		d.Keys = explain.Failed{Err: err}
+	} else {
+		defer rdb.Close()
+		d.Keys = explain.RedisKeys{Client: rdb}
+	}
+	if *latest > 0 {
+		if nc, err := inspectNATS(cfg, "dialsync-explain", log); err != nil {
+			d.Notices = explain.Failed{Err: err}
+		} else {
+			defer nc.Close()
+			js, err := jetstream.New(nc)
+			if err != nil {
+				d.Notices = explain.Failed{Err: err}
+			} else {
+				d.Notices = explain.StreamNotices{JS: js, Stream: cfg.NATS.Stream, SubjectPrefix: cfg.NATS.SubjectPrefix}
+			}
+		}
+	}
+
+	readCtx, cancelRead := context.WithTimeout(ctx, 30*time.Second)
+	defer cancelRead()
+	report, err := explain.Build(readCtx, d, user)
+	if err != nil {
+		return redactErr(err, cfg)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		err = enc.Encode(report)
+	} else {
+		err = explain.WriteText(stdout, report)
+	}
+	if err != nil {
+		return fmt.Errorf("explain: write report: %w", err)
+	}
+	if inc := report.Incomplete(); inc != "" {
+		return redactErr(fmt.Errorf("explain: incomplete report: %s", inc), cfg)
+	}
+	return nil
+}
+
+// inspectPostgres connects a one-connection pool for reading; it does not
+// migrate (read-only commands never change the schema).
+func inspectPostgres(ctx context.Context, cfg *config.Config) (*pgxpool.Pool, error) {
+	pcfg, err := pgxpool.ParseConfig(cfg.Postgres.DSN)
+	if err != nil {
+		// pgx's parse errors can quote the DSN (and its password): not wrapped.
+		return nil, errors.New("postgres.dsn: not a valid PostgreSQL connection string (URL or key=value)")
+	}
+	pcfg.MaxConns = 1
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err == nil {
+		if err = pool.Ping(ctx); err != nil {
+			pool.Close()
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("postgres at %s:%d: %w", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, redactErr(err, cfg))
+	}
+	return pool, nil
+}
+
+// inspectRedis connects to Redis as [redis] says: host:port, a
+// redis:// or rediss:// URL, a comma-separated cluster list, or sentinels
+// with master_name. Errors never quote a URL (it may hold a password).
+func inspectRedis(ctx context.Context, cfg *config.Config, log *slog.Logger) (redis.UniversalClient, error) {
+	r := cfg.Redis
+	tc, err := tlsFor("redis", r.TLSConfig, hostOf(r.Addr), log)
+	if err != nil {
+		return nil, err
+	}
+	var rdb redis.UniversalClient
+	addrs := r.Addrs()
+	where := strings.Join(addrs, ",")
+	if len(addrs) == 1 && strings.Contains(addrs[0], "://") {
+		where = "the configured URL" // not shown: it may hold a password
+		if _, err := url.Parse(addrs[0]); err != nil {
+			return nil, errors.New("redis addr: malformed URL (not shown: it may hold a password)")
+		}
+		opts, err := redis.ParseURL(addrs[0])
+		if err != nil {
+			return nil, fmt.Errorf("redis addr: %w", err)
+		}
+		if r.Username != "" {
+			opts.Username = r.Username
+		}
+		if r.Password != "" {
+			opts.Password = r.Password
+		}
+		if r.DB != 0 {
+			opts.DB = r.DB
+		}
+		if tc != nil {
+			opts.TLSConfig = tc
+		}
+		rdb = redis.NewClient(opts)
+	} else {
+		rdb = redis.NewUniversalClient(&redis.UniversalOptions{
+			Addrs: addrs, MasterName: r.MasterName, Username: r.Username, Password: r.Password, DB: r.DB,
+			TLSConfig: tc, MaxRetries: 1,
+		})
+	}
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("redis at %s: %w", where, redactErr(err, cfg))
+	}
+	return rdb, nil
+}
+
+// inspectNATS connects to NATS with [nats]'s address, TLS and credentials,
+// reconnecting forever (watch runs for long; explain closes it at once).
+func inspectNATS(cfg *config.Config, name string, log *slog.Logger) (*nats.Conn, error) {
+	n := cfg.NATS
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.Timeout(5 * time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+	}
+	tc, err := tlsFor("nats", n.TLSConfig, "", log)
+	if err != nil {
+		return nil, err
+	}
+	if tc != nil {
+		opts = append(opts, nats.Secure(tc))
+	}
+	if n.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(n.CredsFile))
+	}
+	if n.NKeyFile != "" {
+		o, err := nats.NkeyOptionFromSeed(n.NKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats.nkey_file %s: %w", n.NKeyFile, err)
+		}
+		opts = append(opts, o)
+	}
+	if n.Token != "" {
+		opts = append(opts, nats.Token(n.Token))
+	}
+	if n.User != "" || n.Password != "" {
+		opts = append(opts, nats.UserInfo(n.User, n.Password))
+	}
+	nc, err := nats.Connect(n.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", redactNATSURL(n.URL), redactErr(err, cfg))
+	}
+	return nc, nil
+}
+
+// redactNATSURL drops any user:password@ from each URL of a list.
+func redactNATSURL(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			u.User = nil
+			parts[i] = u.String()
+		} else if err != nil {
+			parts[i] = "(unparsable URL)"
+		}
+	}
+	return strings.Join(parts, ",")
+}
