@@ -434,7 +434,7 @@ var badCases = []badCase{
 		const first = "mysql-bin.000001"
 		e.purgeBinlogs()
 		e.setCheckpoint("", first, 4)
-	}, code: 1, want: []string{"mysql-bin.000001", "no longer on the source", "purged", "checkpoint reset --to-head --reason"}, ckpt: "same"},
+	}, code: 1, want: []string{"mysql-bin.000001", "cannot serve the checkpoint", "purged", "checkpoint reset --to-head --reason"}, ckpt: "same"},
 	{name: "checkpoint gtid purged", my: privateMariaDB(testenv.MariaDBOptions{ServerID: 77}), setup: func(e *badEnv) {
 		// GTID 0-77-1 was written while creating the database; purge it.
 		e.purgeBinlogs()

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"syscall"
 )
 
@@ -97,7 +98,8 @@ func exitCode(err error, stderr io.Writer) int {
 	if errors.As(err, &ec) {
 		return ec.ExitCode()
 	}
-	fmt.Fprintf(stderr, "dialsync: %v\n", err)
+	// One line, always: wrapped driver errors may carry newlines.
+	fmt.Fprintf(stderr, "dialsync: %s\n", strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", " ")), " "))
 	var ue usageError
 	if errors.As(err, &ue) {
 		return exitUsage

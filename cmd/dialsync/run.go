@@ -59,26 +59,33 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 
 	// Leadership: only the holder of the pipeline's lease streams. A standby
-	// waits here until the leader dies.
+	// waits here until the leader dies. With ha.enabled = false the lease
+	// is still taken (so recovery commands see this instance and refuse),
+	// but a held lease is an error instead of a wait.
 	holder := leaseHolderName()
-	var lease *checkpoint.Lease
-	if cfg.HA.Enabled {
-		log.Info("standby: waiting for the pipeline lease", "holder", holder)
-		lease, err = checkpoint.AcquireLeaseWith(ctx, env.pgDSN, cfg.Postgres.Schema, cfg.Pipeline.Name, holder,
-			checkpoint.LeaseOptions{CheckInterval: cfg.HA.LeaseCheck.Duration()}, log)
+	if !cfg.HA.Enabled {
+		other, epoch, held, err := checkpoint.Holder(ctx, env.pool, cfg.Postgres.Schema, cfg.Pipeline.Name)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("acquire lease: %w", err)
+			return err
 		}
-		defer lease.Release(context.WithoutCancel(ctx))
-		env.ckpt.SetEpoch(lease.Epoch())
-		mon.setLeader(lease.Epoch())
-		log.Info("leader", "epoch", lease.Epoch())
+		if held {
+			return fmt.Errorf("instance %s holds the lease for pipeline %s (epoch %d) and ha.enabled = false: not waiting; stop it or set ha.enabled = true to run as its standby", other, cfg.Pipeline.Name, epoch)
+		}
 	} else {
-		mon.setLeader(0)
+		log.Info("standby: waiting for the pipeline lease", "holder", holder)
 	}
+	lease, err := checkpoint.AcquireLeaseWith(ctx, env.pgDSN, cfg.Postgres.Schema, cfg.Pipeline.Name, holder,
+		checkpoint.LeaseOptions{CheckInterval: cfg.HA.LeaseCheck.Duration(), TTL: cfg.HA.LeaseTTL.Duration()}, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("acquire lease: %w", err)
+	}
+	defer lease.Release(context.WithoutCancel(ctx))
+	env.ckpt.SetEpoch(lease.Epoch())
+	mon.setLeader(lease.Epoch())
+	log.Info("leader", "epoch", lease.Epoch())
 
 	if err := env.connectSinks(ctx); err != nil {
 		return err
@@ -89,15 +96,13 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	if lease != nil {
-		go func() {
-			select {
-			case <-lease.Lost():
-				cancel(fmt.Errorf("lost the pipeline lease (another instance may have taken over): stopping without writing: %w", lease.Err()))
-			case <-ctx.Done():
-			}
-		}()
-	}
+	go func() {
+		select {
+		case <-lease.Lost():
+			cancel(fmt.Errorf("lost the pipeline lease (another instance may have taken over): stopping without writing: %w", lease.Err()))
+		case <-ctx.Done():
+		}
+	}()
 	go mon.poll(ctx)
 
 	cp, found, err := env.ckpt.Load(ctx)
@@ -335,7 +340,7 @@ func (e *env) checkPositionOnServer(ctx context.Context, pos canal.Position) err
 }
 
 func positionGone(pos canal.Position, oldest string) error {
-	return fmt.Errorf("binlog purged past the checkpoint: checkpoint %s is no longer on the source; oldest available: %s. "+
+	return fmt.Errorf("the source cannot serve the checkpoint's position (binlog purged, or past the end of its file): checkpoint %s; oldest available: %s. "+
 		"Recover with `dialsync checkpoint reset --to-head --reason \"binlog purged\"` (jumps to the head and reconciles the queue), "+
 		"or set recovery.on_purged = \"reconcile\" to do this automatically", pos, oldest)
 }

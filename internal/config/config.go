@@ -331,8 +331,13 @@ type HAConfig struct {
 	// instances can run side by side. false skips the election (one
 	// instance only).
 	Enabled bool `toml:"enabled"`
-	// LeaseCheck is how often the lease is verified (and a standby retries).
+	// LeaseCheck is how often the leader renews its lease heartbeat (and a
+	// standby looks at it).
 	LeaseCheck Duration `toml:"lease_check"`
+	// LeaseTTL: a standby takes over from a leader whose heartbeat is older
+	// than this (a paused or cut-off leader), and a leader that cannot renew
+	// within it stops writing. Must be greater than lease_check.
+	LeaseTTL Duration `toml:"lease_ttl"`
 }
 
 // HealthConfig sets readiness thresholds.
@@ -385,7 +390,7 @@ func Default() *Config {
 		Tables:       TablesConfig{OnError: OnErrorHalt},
 		Housekeeping: HousekeepingConfig{Retain: Dur(720 * time.Hour), Interval: Dur(time.Hour)},
 		Log:          LogConfig{Level: "info", Format: "auto"},
-		HA:           HAConfig{Enabled: true, LeaseCheck: Dur(time.Second)},
+		HA:           HAConfig{Enabled: true, LeaseCheck: Dur(time.Second), LeaseTTL: Dur(3 * time.Second)},
 		Health:       HealthConfig{MaxLag: Dur(30 * time.Second)},
 	}
 }

@@ -234,6 +234,9 @@ func (c *Config) Validate() error {
 	}
 	p.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	p.oneOf("log.format", c.Log.Format, "auto", "json", "text")
+	if c.HA.LeaseTTL.Duration() <= c.HA.LeaseCheck.Duration() {
+		p.add("ha.lease_ttl", "must be greater than ha.lease_check, e.g. \"3s\"")
+	}
 	if c.HA.LeaseCheck.Duration() <= 0 {
 		p.add("ha.lease_check", "must be greater than 0, e.g. \"1s\"")
 	}

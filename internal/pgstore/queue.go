@@ -25,7 +25,15 @@ type Queue struct {
 	pipeline string
 
 	callQueue, outbox, deadLetters, history string // quoted table names
+
+	fence func(ctx context.Context, tx pgx.Tx) error
 }
+
+// SetFence makes every queue write first run fence inside its transaction
+// (checkpoint.Store.Fence): a deposed leader that wakes up with rows it
+// computed before a pause cannot write them over the new leader's. Call
+// before use.
+func (q *Queue) SetFence(fence func(ctx context.Context, tx pgx.Tx) error) { q.fence = fence }
 
 // NewQueue returns the store for pipeline's state in schema. Migrate must
 // have run.
@@ -144,6 +152,11 @@ func (q *Queue) apply(ctx context.Context, del string, delArgs []any, in prepare
 	build func([]queue.Change) []notice.Message) ([]notice.Message, error) {
 	var msgs []notice.Message
 	err := pgx.BeginFunc(ctx, q.pool, func(tx pgx.Tx) error {
+		if q.fence != nil {
+			if err := q.fence(ctx, tx); err != nil {
+				return err
+			}
+		}
 		// One timestamp for the whole batch, microsecond precision like the
 		// column, so entered_at/updated_at of one batch compare equal.
 		now := time.Now().UTC().Truncate(time.Microsecond)
