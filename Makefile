@@ -23,7 +23,8 @@ vet:
 # deploy artifact checks.
 test: services vet build
 	$(GO) test -count=1 -timeout 30m ./...
-	@if [ -x deploy/check.sh ]; then bash deploy/check.sh; fi
+	bash deploy/check.sh
+	bash clients/typescript/test.sh
 
 # The demo: a private binlog-enabled MariaDB on 127.0.0.1:3307 with the demo
 # data, dialsync against it and the machine's PostgreSQL/Redis/NATS, a
