@@ -32,6 +32,8 @@ type monitor struct {
 	streaming   atomic.Bool  // the binlog reader is connected (set by run)
 	behindBytes atomic.Int64 // -1 when unknown
 
+	skipped uint64 // canal.SkippedStatements already counted (poll only)
+
 	mu  sync.Mutex
 	pos canal.Position // last stored checkpoint
 }
@@ -167,6 +169,10 @@ func (o *monitor) poll(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		}
+		if n := canal.SkippedStatements(); n > o.skipped {
+			o.m.SkippedDDL.Add(float64(n - o.skipped))
+			o.skipped = n
 		}
 		if ls := o.lastSave.Load(); ls != 0 {
 			o.m.CheckpointAgeSeconds.Set(time.Since(time.Unix(0, ls)).Seconds())

@@ -646,6 +646,22 @@ func (l *Loop) apply(work, stop context.Context, batch []*canal.Txn) error {
 	}
 
 	t0 := time.Now()
+	// Commit barrier: every lookup below must see the batch's transactions.
+	// One row per transaction is enough: its rows commit atomically.
+	barrier := map[string][]uint64{}
+	for _, t := range batch {
+		for j := range t.Changes {
+			if id, ok := rowID(&t.Changes[j]); ok {
+				barrier[t.Changes[j].Table] = append(barrier[t.Changes[j].Table], id)
+				break
+			}
+		}
+	}
+	if len(barrier) > 0 {
+		if err := l.retry(stop, "lookup: commit barrier", func() error { return l.deps.Lookup.CommitBarrier(work, barrier) }); err != nil {
+			return err
+		}
+	}
 	var claims, addrs []uint64
 	for _, r := range later {
 		if r.ref.Kind == handlers.Claim {
@@ -832,21 +848,29 @@ func (l *Loop) apply(work, stop context.Context, batch []*canal.Txn) error {
 	return nil
 }
 
-// primaryKey is the row's id (column 0 of every tracked table's spec) as
-// text when it is an integer; ids are not row values worth hiding.
-func primaryKey(c *canal.Change) string {
+// rowID is the row's id (column 0 of every tracked table's spec).
+func rowID(c *canal.Change) (uint64, bool) {
 	row := c.After
 	if row == nil {
 		row = c.Before
 	}
 	if len(row) == 0 {
-		return ""
+		return 0, false
 	}
 	switch v := row[0].(type) {
 	case int64:
-		return strconv.FormatInt(v, 10)
+		return uint64(v), v >= 0
 	case uint64:
-		return strconv.FormatUint(v, 10)
+		return v, true
+	}
+	return 0, false
+}
+
+// primaryKey is rowID as text ("" when unknown); ids are not row values
+// worth hiding.
+func primaryKey(c *canal.Change) string {
+	if id, ok := rowID(c); ok {
+		return strconv.FormatUint(id, 10)
 	}
 	return ""
 }

@@ -60,6 +60,8 @@ func (f *fakes) callList() []string {
 	return slices.Clone(f.calls)
 }
 
+func (f *fakes) CommitBarrier(context.Context, map[string][]uint64) error { return f.step("barrier") }
+
 func (f *fakes) ClaimOwners(_ context.Context, ids []uint64) (map[uint64]uint64, error) {
 	if err := f.step("claims"); err != nil {
 		return nil, err
@@ -225,7 +227,7 @@ func TestStepOrderAndCheckpoint(t *testing.T) {
 	}
 	st := <-applied
 	<-f.savedCh
-	want := []string{"outbox", "rule", "postgres", "redis", "nats", "clear", "checkpoint"}
+	want := []string{"outbox", "barrier", "rule", "postgres", "redis", "nats", "clear", "checkpoint"}
 	if !slices.Equal(f.calls, want) {
 		t.Fatalf("calls = %v, want %v", f.calls, want)
 	}
@@ -257,7 +259,7 @@ func TestStepOrderAndCheckpoint(t *testing.T) {
 // A failure of any server pauses and retries that stage; nothing is
 // skipped and the checkpoint moves only after all effects.
 func TestRetriesEveryStage(t *testing.T) {
-	for _, op := range []string{"rule", "postgres", "redis", "nats", "clear", "checkpoint", "claims"} {
+	for _, op := range []string{"barrier", "rule", "postgres", "redis", "nats", "clear", "checkpoint", "claims"} {
 		t.Run(op, func(t *testing.T) {
 			f := newFakes()
 			f.queued[7] = queue.Row{UserID: 7, OpenClaims: 1}

@@ -15,6 +15,11 @@ import (
 // Lookup answers questions on the lookup server (which must be the server
 // whose binlog is read: see BRIEF invariant 3). Every method takes a batch.
 type Lookup interface {
+	// CommitBarrier returns once the transactions that changed these rows
+	// (table -> primary keys) are visible to reads on the lookup server: a
+	// binlog event can arrive before its transaction's storage-engine
+	// commit completes.
+	CommitBarrier(ctx context.Context, rows map[string][]uint64) error
 	// ClaimOwners returns the current user_id of each claim that exists.
 	ClaimOwners(ctx context.Context, claimIDs []uint64) (map[uint64]uint64, error)
 	// AddressUsers returns, per address id, the address's own user_id and

@@ -115,6 +115,8 @@ type Config struct {
 // Lookup runs point lookups and the queue rule on the lookup server. It is
 // safe for concurrent use.
 type Lookup struct {
+	barrierTimeouts atomic.Uint64
+
 	db       *sql.DB
 	log      *slog.Logger
 	rule     string
@@ -127,7 +129,9 @@ type Lookup struct {
 // any write (by a bad rule or a bug) fail instead of touching the source
 // (https://dev.mysql.com/doc/refman/8.0/en/set-transaction.html: the
 // session access mode also applies to autocommit statements).
-var sessionSetup = []string{"SET time_zone = '+00:00'", "SET SESSION TRANSACTION READ ONLY"}
+// The short lock wait bounds CommitBarrier (the only locking read).
+var sessionSetup = []string{"SET time_zone = '+00:00'", "SET SESSION TRANSACTION READ ONLY",
+	"SET SESSION innodb_lock_wait_timeout = " + strconv.Itoa(barrierWaitSeconds)}
 
 // Open connects, checks the server answers, and validates the queue rule by
 // running it for a user id that cannot exist (0): a syntax error, an
