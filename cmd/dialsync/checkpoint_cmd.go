@@ -227,6 +227,9 @@ func (c *ckptCmd) exclusive(ctx context.Context, fn func(context.Context) error)
 		return err
 	}
 	defer lease.Release(context.WithoutCancel(ctx))
+	// Writes this command makes (the reconcile of reset --to-head) are
+	// fenced like run's: they carry this lease's epoch.
+	c.env.ckpt.SetEpoch(lease.Epoch())
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	go func() {

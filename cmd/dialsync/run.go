@@ -170,11 +170,17 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		log.Info("no checkpoint: bootstrapping", "from", from.String())
 		sum, err := rec.Run(ctx, reconcile.Options{Trigger: metrics.TriggerBootstrap})
 		if err != nil {
+			if ctx.Err() != nil && context.Cause(ctx) == context.Canceled {
+				return nil // stopped during the bootstrap: the next run starts it again
+			}
 			return fmt.Errorf("bootstrap reconcile: %w", err)
 		}
 		mon.onReconcile(metrics.TriggerBootstrap, sum)
 		log.Info("bootstrap reconcile done", "users", sum.Users, "entered", sum.Entered, "left", sum.Left, "changed", sum.Changed, "took", sum.Took.Round(time.Millisecond))
 		if err := loop.Do(ctx, func(ctx context.Context) error { return env.ckpt.Save(ctx, from, owners, pointers) }); err != nil {
+			if ctx.Err() != nil && context.Cause(ctx) == context.Canceled {
+				return nil
+			}
 			return fmt.Errorf("bootstrap: store start position: %w", err)
 		}
 	} else if cfg.Reconcile.OnStart == "always" {

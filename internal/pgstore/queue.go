@@ -152,6 +152,17 @@ func (q *Queue) apply(ctx context.Context, del string, delArgs []any, in prepare
 	build func([]queue.Change) []notice.Message) ([]notice.Message, error) {
 	var msgs []notice.Message
 	err := pgx.BeginFunc(ctx, q.pool, func(tx pgx.Tx) error {
+		// The queue write need not wait for its WAL flush: it is visible to
+		// readers at commit either way, and durability comes from the
+		// checkpoint write that follows it, which commits synchronously and
+		// so flushes the WAL up to and including this transaction. If
+		// PostgreSQL crashes before that, the checkpoint did not move and
+		// the replay recomputes these rows (their queue notices have
+		// content-derived ids, so a republish is deduplicated). See
+		// https://www.postgresql.org/docs/current/wal-async-commit.html.
+		if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
+			return fmt.Errorf("queue: %w", err)
+		}
 		if q.fence != nil {
 			if err := q.fence(ctx, tx); err != nil {
 				return err
