@@ -51,7 +51,8 @@ type tracked struct {
 	spec   TableSpec
 	schema *schema.Table // what idx was resolved against; nil forces a resolve
 	idx    []int
-	pad    []int // per wanted column: N of a BINARY(N) column, else 0; nil when none
+	pad    []int  // per wanted column: N of a BINARY(N) column, else 0; nil when none
+	ddlAt  string // binlog position of the last DDL seen on the table ("" when none)
 }
 
 func newStreamer(ctx context.Context, cfg Config, log *slog.Logger, c *gocanal.Canal, from Position,
@@ -78,7 +79,7 @@ func (s *streamer) loadTables() error {
 			return fmt.Errorf("load schema of %s.%s: %w", s.cfg.Database, tr.spec.Table, err)
 		}
 		if err := s.resolve(tr, t); err != nil {
-			return err
+			return fmt.Errorf("%w: fix the schema or the table spec", err)
 		}
 	}
 	return nil
@@ -99,7 +100,7 @@ func (s *streamer) resolve(tr *tracked, t *schema.Table) error {
 			}
 		}
 		if idx[j] < 0 {
-			return fatalf("table %s.%s has no column %q, which the handlers need: fix the schema or the table spec", s.cfg.Database, tr.spec.Table, name)
+			return fatalf("table %s.%s has no column %q, which the handlers need", s.cfg.Database, tr.spec.Table, name)
 		}
 	}
 	var pad []int
@@ -131,10 +132,11 @@ func (s *streamer) OnRotate(_ *replication.EventHeader, e *replication.RotateEve
 
 // OnTableChanged fires for DDL on a table, before go-mysql reloads its
 // schema on next use; our column positions must follow.
-func (s *streamer) OnTableChanged(_ *replication.EventHeader, db, table string) error {
+func (s *streamer) OnTableChanged(h *replication.EventHeader, db, table string) error {
 	if tr := s.tables[table]; tr != nil && db == s.cfg.Database {
 		tr.schema = nil
-		s.log.Info("tracked table changed; column positions will be re-resolved", "table", table)
+		tr.ddlAt = s.at(h.LogPos)
+		s.log.Info("tracked table changed; column positions will be re-resolved", "table", table, "ddl_at", tr.ddlAt)
 	}
 	return nil
 }
@@ -183,19 +185,14 @@ func (s *streamer) OnRow(e *gocanal.RowsEvent) error {
 		return nil // not ours; the include regexes normally keep these out
 	}
 	if err := s.resolve(tr, e.Table); err != nil {
-		return s.fail(err)
+		return s.fail(fmt.Errorf("%w (renamed or dropped%s), at %s (after the last committed position %s): %s",
+			err, s.ddlWhere(tr), s.at(e.Header.LogPos), s.last, recoveryHint))
 	}
 	if !s.open {
 		s.begin("") // a source without GTID events
 	}
-	ncol := len(e.Table.Columns)
-	for _, row := range e.Rows {
-		if len(row) != ncol {
-			// go-mysql maps values by position using the LIVE schema
-			// (issue #905): after a DDL the old rows would be misattributed.
-			return s.fail(fatalf("table %s.%s at %s: the row has %d columns but the schema has %d (the table changed after this event was written): reconcile and move the checkpoint past the DDL",
-				s.cfg.Database, tr.spec.Table, s.at(e.Header.LogPos), len(row), ncol))
-		}
+	if err := s.checkRows(tr, e); err != nil {
+		return s.fail(err)
 	}
 	s.ts = e.Header.Timestamp
 	switch e.Action {
