@@ -328,14 +328,74 @@ func (l *Loop) Run(ctx context.Context) error {
 	// On the way out, the saver stores the newest durable position (a clean
 	// stop keeps its checkpoint) before Run returns.
 	defer func() { stopSaver(); <-saverDone }()
+
+	// The stages run as a pipeline: while batch N is written to
+	// PostgreSQL, batch N+1 is prepared; while N goes to Redis and NATS,
+	// N+1 is written. Each stage is one goroutine taking batches in order,
+	// so every store still sees every write in binlog order (invariant 4),
+	// and each batch still goes through the four steps in order
+	// (invariants 1 and 3). A stage that fails drops every later batch, so
+	// nothing after a failed batch reaches the checkpoint.
+	// The batches in hand are finished even when ctx is cancelled meanwhile
+	// (a clean stop stores its checkpoint); only a second signal, which
+	// kills the process, cuts them short.
+	work := context.WithoutCancel(ctx)
+	toQueue, toFinish := make(chan *batchWork, 1), make(chan *batchWork, 1)
+	stageErr := make(chan error, 2)
+	var pending sync.WaitGroup // batches handed to the stages and not done
+	done := func(w *batchWork) {
+		l.release(w.bytes)
+		l.queued.Add(-int64(len(w.batch)))
+		pending.Done()
+	}
+	stage := func(in <-chan *batchWork, out chan<- *batchWork, fn func(*batchWork) error) {
+		failed := false
+		for w := range in {
+			if !failed {
+				if err := fn(w); err != nil {
+					failed = true
+					stageErr <- err
+				}
+			}
+			if failed || out == nil {
+				done(w)
+				continue
+			}
+			out <- w
+		}
+		if out != nil {
+			close(out)
+		}
+	}
+	finished := make(chan struct{})
+	go stage(toQueue, toFinish, func(w *batchWork) error { return l.writeQueue(work, ctx, w) })
+	go func() {
+		defer close(finished)
+		stage(toFinish, nil, func(w *batchWork) error { return l.finish(work, ctx, w) })
+	}()
+	defer func() { close(toQueue); <-finished }()
+	// drain waits until every batch handed on is done.
+	drain := func() error {
+		idle := make(chan struct{})
+		go func() { pending.Wait(); close(idle) }()
+		select {
+		case <-idle:
+			return nil
+		case err := <-stageErr:
+			return err
+		}
+	}
+
 	batch := make([]*canal.Txn, 0, l.cfg.MaxBatchTxns)
 	for {
-		batch = batch[:0]
+		batch = batch[:0:0]
 		var job *item
 		select {
 		case <-ctx.Done():
 			return nil
 		case err := <-l.saveErr:
+			return err
+		case err := <-stageErr:
 			return err
 		case it := <-l.in:
 			if it.job != nil {
@@ -348,23 +408,25 @@ func (l *Loop) Run(ctx context.Context) error {
 			job = l.fill(ctx, &batch)
 		}
 		if len(batch) > 0 {
-			bytes := 0
-			for _, t := range batch {
-				bytes += t.Bytes
-			}
-			// The batch in hand is finished even when ctx is cancelled
-			// meanwhile (a clean stop stores its checkpoint); only a
-			// second signal, which kills the process, cuts it short.
-			err := l.apply(context.WithoutCancel(ctx), ctx, batch)
-			l.release(bytes)
-			l.queued.Add(-int64(len(batch)))
+			w, err := l.prepare(work, ctx, batch)
 			if err != nil {
+				return err
+			}
+			pending.Add(1)
+			select {
+			case toQueue <- w:
+			case err := <-stageErr:
+				done(w)
 				return err
 			}
 		}
 		if job != nil {
-			// Jobs (reconcile chunks, the bootstrap's first save) see every
-			// earlier checkpoint written.
+			// Jobs (reconcile chunks, the bootstrap's first save) run with
+			// the stages idle and see every earlier checkpoint written.
+			if err := drain(); err != nil {
+				job.res <- err
+				return err
+			}
 			if err := l.waitSaved(ctx); err != nil {
 				job.res <- err
 				return err
@@ -560,7 +622,21 @@ type touch struct {
 // apply runs the four steps for one batch. work is the context for server
 // calls (not cancelled by a stop signal); stop ends retries of a batch whose
 // servers stay down once the process is asked to stop.
-func (l *Loop) apply(work, stop context.Context, batch []*canal.Txn) error {
+// work is one batch on its way through the stages.
+type batchWork struct {
+	batch     []*canal.Txn
+	bytes     int
+	st        BatchStats
+	order     []touch
+	users     []uint64
+	rows      []queue.Row
+	queueMsgs []notice.Message
+	save      saveReq
+}
+
+// prepare is stage 1 (the loop goroutine): handlers, the claim and pointer
+// maps, the commit barrier and every lookup, including the queue rule.
+func (l *Loop) prepare(work, stop context.Context, batch []*canal.Txn) (*batchWork, error) {
 	st := BatchStats{Txns: len(batch), Rows: make(map[RowKey]int, 4)}
 
 	// Handlers: which users each change touches. Claims resolve through the
@@ -597,7 +673,7 @@ func (l *Loop) apply(work, stop context.Context, batch []*canal.Txn) error {
 			l.res.Reset()
 			if err := handlers.Handle(c, &l.res); err != nil {
 				if l.cfg.DeadLetter == nil || !l.cfg.DeadLetter(c.Table) {
-					return fmt.Errorf("handle %s %s at %s (txn %s): %w: %w", c.Op, c.Table, t.End, t.ID(), ErrPoison, err)
+					return nil, fmt.Errorf("handle %s %s at %s (txn %s): %w: %w", c.Op, c.Table, t.End, t.ID(), ErrPoison, err)
 				}
 				st.DeadLetters = append(st.DeadLetters, DeadLetter{End: t.End, GTID: t.GTID, Txn: t.ID(),
 					Table: c.Table, Op: c.Op, Seq: j, PrimaryKey: primaryKey(c), Err: err.Error()})
@@ -659,7 +735,7 @@ func (l *Loop) apply(work, stop context.Context, batch []*canal.Txn) error {
 	}
 	if len(barrier) > 0 {
 		if err := l.retry(stop, "lookup: commit barrier", func() error { return l.deps.Lookup.CommitBarrier(work, barrier) }); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	var claims, addrs []uint64
@@ -679,7 +755,7 @@ func (l *Loop) apply(work, stop context.Context, batch []*canal.Txn) error {
 			claimOwners, err = l.deps.Lookup.ClaimOwners(work, claims)
 			return err
 		}); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if len(addrs) > 0 {
@@ -687,7 +763,7 @@ func (l *Loop) apply(work, stop context.Context, batch []*canal.Txn) error {
 			addrUsers, err = l.deps.Lookup.AddressUsers(work, addrs)
 			return err
 		}); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	for _, r := range later {
@@ -710,6 +786,41 @@ func (l *Loop) apply(work, stop context.Context, batch []*canal.Txn) error {
 	users = dedupe(users)
 	st.Users = len(users)
 
+	// The queue rule, evaluated now for the touched users.
+	var rows []queue.Row
+	if len(users) > 0 {
+		if err := l.retry(stop, "evaluate queue rule", func() (err error) {
+			rows, err = l.deps.Lookup.QueueRows(work, users)
+			return err
+		}); err != nil {
+			return nil, err
+		}
+	}
+	st.Stages[StageLookup] = time.Since(t0)
+
+	// The checkpoint this batch allows: the end of its last whole
+	// transaction. The map entries learned up to it travel with it (the
+	// maps go on changing as later batches are prepared).
+	w := &batchWork{batch: batch, st: st, order: order, users: users, rows: rows}
+	for i := len(batch) - 1; i >= 0; i-- {
+		if !batch[i].Partial {
+			w.save.pos = batch[i].End
+			break
+		}
+	}
+	w.save.owners, w.save.pointers = map[uint64]uint64{}, map[uint64]uint64{}
+	if !w.save.pos.IsZero() {
+		w.save.owners, w.save.pointers = l.owners.take(), l.pointers.take()
+	}
+	for _, t := range batch {
+		w.bytes += t.Bytes
+	}
+	return w, nil
+}
+
+// writeQueue is stage 2: dead letters, then the queue rows in PostgreSQL.
+func (l *Loop) writeQueue(work, stop context.Context, w *batchWork) error {
+	st, batch, users, rows := &w.st, w.batch, w.users, w.rows
 	// Dead letters are durable before anything moves past them.
 	for _, d := range st.DeadLetters {
 		if err := l.retry(stop, "record dead letter", func() error { return l.deps.DeadLetters.AddDeadLetter(work, d) }); err != nil {
@@ -717,23 +828,11 @@ func (l *Loop) apply(work, stop context.Context, batch []*canal.Txn) error {
 		}
 	}
 
-	// 1. PostgreSQL: recompute and write the queue rows of touched users.
-	var rows []queue.Row
-	if len(users) > 0 {
-		if err := l.retry(stop, "evaluate queue rule", func() (err error) {
-			rows, err = l.deps.Lookup.QueueRows(work, users)
-			return err
-		}); err != nil {
-			return err
-		}
-	}
-	st.Stages[StageLookup] = time.Since(t0)
-	t0 = time.Now()
+	t0 := time.Now()
 	lastTxn := make(map[uint64]int, len(users)) // user -> last txn touching it
-	for _, tc := range order {
+	for _, tc := range w.order {
 		lastTxn[tc.user] = tc.txn
 	}
-	var queueMsgs []notice.Message
 	if len(users) > 0 {
 		build := func(chs []queue.Change) []notice.Message {
 			st.QueueChanges = chs
@@ -745,7 +844,7 @@ func (l *Loop) apply(work, stop context.Context, batch []*canal.Txn) error {
 			return msgs
 		}
 		if err := l.retry(stop, "write queue", func() (err error) {
-			queueMsgs, err = l.deps.Queue.Apply(work, users, rows, build)
+			w.queueMsgs, err = l.deps.Queue.Apply(work, users, rows, build)
 			return err
 		}); err != nil {
 			return err
@@ -753,9 +852,16 @@ func (l *Loop) apply(work, stop context.Context, batch []*canal.Txn) error {
 	}
 	st.Stages[StagePostgres] = time.Since(t0)
 
+	return nil
+}
+
+// finish is stage 3: Redis, then NATS, then the checkpoint goes to the
+// saver.
+func (l *Loop) finish(work, stop context.Context, w *batchWork) error {
+	st, batch, users, order, queueMsgs := &w.st, w.batch, w.users, w.order, w.queueMsgs
 	// 2. Redis: delete every touched user's keys, and the queue keys when
 	// queue membership or a queued row changed.
-	t0 = time.Now()
+	t0 := time.Now()
 	keys := make([]string, 0, len(users)*2+2)
 	for _, u := range users {
 		keys = l.cfg.Keys.AppendUser(keys, u)
@@ -821,29 +927,18 @@ func (l *Loop) apply(work, stop context.Context, batch []*canal.Txn) error {
 	}
 	st.Stages[StageNATS] = time.Since(t0)
 
-	// 4. Checkpoint: the end of the last whole transaction in the batch,
-	// written by the saver while the next batch proceeds.
-	var pos canal.Position
-	for i := len(batch) - 1; i >= 0; i-- {
-		if !batch[i].Partial {
-			pos = batch[i].End
-			break
-		}
-	}
+	// 4. Checkpoint: written by the saver while later batches proceed.
 	var published []string
 	for _, m := range queueMsgs {
 		published = append(published, m.ID)
 	}
-	if !pos.IsZero() || len(published) > 0 {
-		req := saveReq{pos: pos, outbox: published, owners: map[uint64]uint64{}, pointers: map[uint64]uint64{}}
-		if !pos.IsZero() {
-			req.owners, req.pointers = l.owners.take(), l.pointers.take()
-		}
-		l.queueSave(req)
-		st.Checkpoint = pos
+	if !w.save.pos.IsZero() || len(published) > 0 {
+		w.save.outbox = published
+		l.queueSave(w.save)
+		st.Checkpoint = w.save.pos
 	}
 	if l.cfg.OnApplied != nil {
-		l.cfg.OnApplied(st)
+		l.cfg.OnApplied(*st)
 	}
 	return nil
 }
