@@ -72,7 +72,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Cache, error) 
 	c.log = logger.With("component", "cache", "redis", c.where)
 	if err := c.Ping(ctx); err != nil {
 		_ = c.rdb.Close()
-		return nil, fmt.Errorf("cache: open: %w", err)
+		return nil, fmt.Errorf("cache: open: %w: check redis.addr, redis.password and the redis.tls_* keys, and that the server is up", err)
 	}
 	c.log.Info("connected to redis", "tls", opts.TLSConfig != nil)
 	return c, nil
