@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	"dialsync/internal/apply"
 	"dialsync/internal/lookup"
 	"dialsync/internal/metrics"
+	"dialsync/internal/preflight"
 	"dialsync/internal/queue"
 	"dialsync/internal/reconcile"
 )
@@ -41,6 +43,7 @@ type monitor struct {
 func newMonitor(e *env, m *metrics.Metrics, log *slog.Logger) *monitor {
 	o := &monitor{m: m, env: e, log: log, maxLag: e.cfg.Health.MaxLag.Duration()}
 	o.behindBytes.Store(-1)
+	m.RetentionHeadroomSeconds.Set(math.Inf(1)) // until measured
 	m.SetBuildInfo(buildVersion())
 	m.InitTables("users", "user_addresses", "claims", "claim_requirements", "claim_vehicle_packages")
 	return o
@@ -185,15 +188,28 @@ func (o *monitor) poll(ctx context.Context) {
 }
 
 func (o *monitor) pollSource(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	// Retention headroom: the source expires a binlog file by its last
+	// write, so the file at the checkpoint goes after roughly the retention
+	// minus how far behind we are. No expiry configured: no limit (+Inf,
+	// so the alert stays quiet). RDS's own 'binlog retention hours' needs a
+	// procedure call: `dialsync check` reports it.
+	vars, err := o.env.lookup.GlobalVars(ctx, "binlog_expire_logs_seconds", "expire_logs_days")
+	if err == nil {
+		if d, _ := preflight.BinlogRetention(vars); d > 0 {
+			o.m.RetentionHeadroomSeconds.Set((d - o.lag()).Seconds())
+		} else {
+			o.m.RetentionHeadroomSeconds.Set(math.Inf(1))
+		}
+	}
 	o.mu.Lock()
 	pos := o.pos
 	o.mu.Unlock()
 	if pos.File == "" {
 		return
 	}
-	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	logs, err := o.env.lookup.BinaryLogs(cctx)
+	logs, err := o.env.lookup.BinaryLogs(ctx)
 	if err != nil {
 		return
 	}

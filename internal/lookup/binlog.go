@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 )
 
 // BinaryLog is one file of SHOW BINARY LOGS.
@@ -60,4 +61,27 @@ func BytesBehind(logs []BinaryLog, file string, pos uint32) (behind uint64, ok b
 		return behind, true
 	}
 	return 0, false
+}
+
+// GlobalVars reads the named global variables (absent ones are missing
+// from the map).
+func (l *Lookup) GlobalVars(ctx context.Context, names ...string) (map[string]string, error) {
+	out := map[string]string{}
+	if len(names) == 0 {
+		return out, nil
+	}
+	q := "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('" + strings.Join(names, "','") + "')"
+	rows, err := l.db.QueryContext(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("show global variables: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			return nil, fmt.Errorf("show global variables: %w", err)
+		}
+		out[strings.ToLower(k)] = v
+	}
+	return out, rows.Err()
 }

@@ -69,7 +69,7 @@ func CheckSource(ctx context.Context, s *Source, in SourceInput) Report {
 	r = append(r, checkLogBin(vars), checkFormat(vars), checkRowImage(vars))
 	per := 2 * s.timeout()
 	r = append(r, timed(ctx, per, func(ctx context.Context) []Result { return []Result{s.checkReplicaUpdates(ctx, version, vars)} })...)
-	retention, known := binlogRetention(vars)
+	retention, known := BinlogRetention(vars)
 	var rdsHours *int
 	r = append(r, timed(ctx, per, func(ctx context.Context) []Result {
 		var res Result
@@ -157,11 +157,11 @@ func (s *Source) checkReplicaUpdates(ctx context.Context, version string, v map[
 		"OFF on a replica: the changes it replicates never reach its binlog, so dialsync would see nothing")
 }
 
-// binlogRetention is the server's time-based binlog expiry: MySQL 8 and
+// BinlogRetention is the server's time-based binlog expiry: MySQL 8 and
 // MariaDB 10.6+ have binlog_expire_logs_seconds (MariaDB keeps it in step
 // with expire_logs_days), older servers expire_logs_days. 0 means never.
 // known is false when neither variable exists.
-func binlogRetention(v map[string]string) (d time.Duration, known bool) {
+func BinlogRetention(v map[string]string) (d time.Duration, known bool) {
 	if s, ok := v["binlog_expire_logs_seconds"]; ok {
 		if n, err := strconv.ParseFloat(s, 64); err == nil && n > 0 {
 			return time.Duration(n) * time.Second, true

@@ -85,7 +85,7 @@ func TestBinlogRetention(t *testing.T) {
 		{map[string]string{}, 0, false},
 	}
 	for _, c := range cases {
-		d, known := binlogRetention(c.vars)
+		d, known := BinlogRetention(c.vars)
 		if d != c.want || known != c.known {
 			t.Errorf("%v: got %s %v, want %s %v", c.vars, d, known, c.want, c.known)
 		}
