@@ -25,6 +25,17 @@ func startCaughtUp(t *testing.T, p *pipe) {
 		}
 		return p.checkpointGTID() != ""
 	})
+	// The bootstrap stores its checkpoint before the binlog reader starts
+	// (and loads the tracked tables' schemas): wait for the reader, then
+	// for one transaction through it, so a test's next statement (a DDL,
+	// say) is read as streamed, not as lagged.
+	waitFor(t, 30*time.Second, "binlog reader", func() bool {
+		if p.exited() {
+			t.Fatalf("dialsync exited:\n%s", p.logTail(40))
+		}
+		return strings.Contains(p.allLogs(), "binlog stream starting")
+	})
+	p.exec("INSERT INTO audit_log (actor, action, subject_id, created_at) VALUES ('test', 'started', 0, NOW())")
 	p.waitCaughtUp(30 * time.Second)
 }
 

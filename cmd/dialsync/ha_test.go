@@ -187,7 +187,7 @@ func haTakeover(t *testing.T, p *pipe, epoch int64, from time.Time, within time.
 		if tick%40 == 0 {
 			p.exec("INSERT INTO audit_log (actor, action, subject_id, created_at) VALUES ('ha', 'tick', 1, NOW())")
 		}
-		if time.Now().After(deadline.Add(10 * time.Second)) {
+		if time.Now().After(deadline.Add(30 * time.Second)) {
 			t.Fatalf("new leader (epoch %d) wrote no checkpoint", newEpoch)
 		}
 		time.Sleep(5 * time.Millisecond)

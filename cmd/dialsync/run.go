@@ -212,9 +212,13 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		cancel(err)
 		<-streamErr
 	}
-	if runErr == nil {
-		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+	// A lost lease cancels everything; the errors that follow (a retry
+	// stopped, a closed stream) are its consequences: name the cause first.
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) && !errors.Is(runErr, cause) {
+		if runErr == nil {
 			runErr = cause
+		} else {
+			runErr = fmt.Errorf("%w (then: %v)", cause, runErr)
 		}
 	}
 	if runErr != nil {
