@@ -166,6 +166,12 @@ func (s *Store) Save(ctx context.Context, pos canal.Position, owners, pointers m
 		return save(ctx, s.pool)
 	}
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// Fence first: the share lock on the lease row, taken before any
+		// row of the maps, lets a takeover terminate a paused writer here
+		// instead of waiting on the map rows it holds.
+		if err := s.Fence(ctx, tx); err != nil {
+			return fmt.Errorf("save checkpoint %q @ %s: %w", s.pipeline, pos, err)
+		}
 		if len(owners) > 0 {
 			claims, users := pairs(owners)
 			if _, err := tx.Exec(ctx, `INSERT INTO `+s.owners+` (pipeline, claim_id, user_id)

@@ -299,7 +299,7 @@ func (q *Queue) DeleteOutbox(ctx context.Context, ids []string) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	if _, err := q.pool.Exec(ctx, `DELETE FROM `+q.outbox+` WHERE pipeline = $1 AND msg_id = ANY($2::text[])`, q.pipeline, ids); err != nil {
+	if err := q.fenced(ctx, `DELETE FROM `+q.outbox+` WHERE pipeline = $1 AND msg_id = ANY($2::text[])`, q.pipeline, ids); err != nil {
 		return fmt.Errorf("delete %d outbox messages: %w", len(ids), err)
 	}
 	return nil
@@ -311,10 +311,29 @@ func (q *Queue) DeleteOutbox(ctx context.Context, ids []string) error {
 // It is only safe while no message stored by Apply awaits publishing (at
 // start, and inside reconcile chunks); the loop uses DeleteOutbox.
 func (q *Queue) ClearOutbox(ctx context.Context) error {
-	if _, err := q.pool.Exec(ctx, `DELETE FROM `+q.outbox+` WHERE pipeline = $1`, q.pipeline); err != nil {
+	if err := q.fenced(ctx, `DELETE FROM `+q.outbox+` WHERE pipeline = $1`, q.pipeline); err != nil {
 		return fmt.Errorf("clear outbox: %w", err)
 	}
 	return nil
+}
+
+// fenced runs one statement in a transaction that first checks the epoch
+// (SetFence). Besides refusing a deposed writer, this makes a writer paused
+// mid-statement hold the lease row's share lock, so the instance taking
+// over terminates its session instead of waiting on the row locks it holds
+// (see checkpoint.Lease).
+func (q *Queue) fenced(ctx context.Context, sql string, args ...any) error {
+	if q.fence == nil {
+		_, err := q.pool.Exec(ctx, sql, args...)
+		return err
+	}
+	return pgx.BeginFunc(ctx, q.pool, func(tx pgx.Tx) error {
+		if err := q.fence(ctx, tx); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, sql, args...)
+		return err
+	})
 }
 
 // preparedRows holds rows as column arrays for unnest, deduplicated (last
