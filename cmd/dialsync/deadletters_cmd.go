@@ -263,31 +263,12 @@ func retryDeadLetters(ctx context.Context, env *env, log *slog.Logger, ids []int
 		return fmt.Errorf("deadletters retry: %w", err)
 	}
 	defer lease.Release(context.WithoutCancel(ctx))
-	// Queue writes are fenced by the epoch: ours, now.
-	env.ckpt.SetEpoch(lease.Epoch())
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	go func() {
-		select {
-		case <-lease.Lost():
-			cancel(errors.New("lost the pipeline lease: stopping (rerun the retry: recomputing is idempotent)"))
-		case <-ctx.Done():
-		}
-	}()
-	if err := env.connectSinks(ctx); err != nil {
+	ctx, rec, stop, err := env.startLoop(ctx, lease, log,
+		"lost the pipeline lease: stopping (rerun the retry: recomputing is idempotent)")
+	if err != nil {
 		return err
 	}
-	// The same loop as `run`: it first publishes notices a crashed run left
-	// in the outbox, then runs our recomputations in order.
-	loop := env.newLoop(log, nil)
-	loopCtx, stopLoop := context.WithCancel(ctx)
-	loopErr := make(chan error, 1)
-	go func() { loopErr <- loop.Run(loopCtx) }()
-	defer func() {
-		stopLoop()
-		<-loopErr
-	}()
-	rec := env.newReconciler(loop, log)
+	defer stop()
 	opts := reconcile.Options{Trigger: metrics.TriggerManual, CollectIDs: true}
 
 	fmt.Fprintf(stdout, "retrying %d dead letters of pipeline %s (reason: %s)\n", len(todo), cfg.Pipeline.Name, reason)

@@ -305,3 +305,34 @@ func (d deadLetters) AddDeadLetter(ctx context.Context, dl apply.DeadLetter) err
 		PrimaryKey: dl.PrimaryKey, Seq: dl.Seq, Error: dl.Op.String() + ": " + dl.Err,
 	})
 }
+
+// startLoop is how one-shot commands (reconcile, deadletters retry) write:
+// under lease (its epoch fences every write), with the same apply loop as
+// run (which first publishes what a crashed run left in the outbox). ctx
+// is cancelled with lost as the cause if the lease is lost; stop ends the
+// loop and must be called before the lease is released.
+func (e *env) startLoop(ctx context.Context, lease *checkpoint.Lease, log *slog.Logger, lost string) (context.Context, *reconcile.Reconciler, func(), error) {
+	e.ckpt.SetEpoch(lease.Epoch())
+	ctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		select {
+		case <-lease.Lost():
+			cancel(errors.New(lost))
+		case <-ctx.Done():
+		}
+	}()
+	if err := e.connectSinks(ctx); err != nil {
+		cancel(nil)
+		return ctx, nil, nil, err
+	}
+	loop := e.newLoop(log, nil)
+	loopCtx, stopLoop := context.WithCancel(ctx)
+	loopErr := make(chan error, 1)
+	go func() { loopErr <- loop.Run(loopCtx) }()
+	stop := func() {
+		stopLoop()
+		<-loopErr
+		cancel(nil)
+	}
+	return ctx, e.newReconciler(loop, log), stop, nil
+}

@@ -203,32 +203,13 @@ func runReconcileCmd(ctx context.Context, args []string, stdout, stderr io.Write
 			return fmt.Errorf("reconcile: %w", err)
 		}
 		defer lease.Release(context.WithoutCancel(ctx))
-		// Any checkpoint write the loop makes is fenced by our epoch.
-		env.ckpt.SetEpoch(lease.Epoch())
-		var cancel context.CancelCauseFunc
-		ctx, cancel = context.WithCancelCause(ctx)
-		defer cancel(nil)
-		go func() {
-			select {
-			case <-lease.Lost():
-				cancel(errors.New("lost the pipeline lease: stopping the reconcile (rerun it: every chunk is idempotent)"))
-			case <-ctx.Done():
-			}
-		}()
-		if err := env.connectSinks(ctx); err != nil {
+		var stop func()
+		ctx, rec, stop, err = env.startLoop(ctx, lease, log,
+			"lost the pipeline lease: stopping the reconcile (rerun it: every chunk is idempotent)")
+		if err != nil {
 			return err
 		}
-		// The same loop as `run`: it first publishes notices a crashed run
-		// left in the outbox, then runs our chunks in order.
-		loop := env.newLoop(log, nil)
-		loopCtx, stopLoop := context.WithCancel(ctx)
-		loopErr := make(chan error, 1)
-		go func() { loopErr <- loop.Run(loopCtx) }()
-		defer func() {
-			stopLoop()
-			<-loopErr
-		}()
-		rec = env.newReconciler(loop, log)
+		defer stop()
 	}
 
 	res := reconcileResult{DryRun: a.dryRun, Mode: "all"}
