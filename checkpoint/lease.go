@@ -107,6 +107,7 @@ type Lease struct {
 	epoch    int64
 	pipeline string
 	leases   string
+	beats    string // lease_heartbeats
 	opt      LeaseOptions
 	logger   *slog.Logger
 
@@ -171,6 +172,7 @@ func AcquireLeaseWith(ctx context.Context, connString, schema, pipeline, holder 
 		key:      leaseKey(schema, pipeline),
 		pipeline: pipeline,
 		leases:   pgx.Identifier{schema, "leases"}.Sanitize(),
+		beats:    pgx.Identifier{schema, "lease_heartbeats"}.Sanitize(),
 		opt:      opt,
 		logger:   logger,
 		lost:     make(chan struct{}),
@@ -218,7 +220,9 @@ func (l *Lease) acquire(ctx context.Context, connString, holder string) (time.Ti
 		err = l.conn.QueryRow(ctx, `SELECT
 				(SELECT holder FROM `+l.leases+` WHERE pipeline = $3),
 				(SELECT epoch FROM `+l.leases+` WHERE pipeline = $3),
-				(SELECT EXTRACT(EPOCH FROM now() - renewed_at)::float8 FROM `+l.leases+` WHERE pipeline = $3),
+				(SELECT EXTRACT(EPOCH FROM now() - GREATEST(x.renewed_at, COALESCE(
+					(SELECT b.renewed_at FROM `+l.beats+` b WHERE b.pipeline = x.pipeline AND b.epoch = x.epoch), x.renewed_at)))::float8
+					FROM `+l.leases+` x WHERE x.pipeline = $3),
 				(SELECT pid FROM pg_locks WHERE `+lockFilter+` LIMIT 1)`,
 			hi, lo, l.pipeline).Scan(&who, &epoch, &age, &pid)
 		if err != nil {
@@ -365,7 +369,13 @@ func (l *Lease) monitor(renewed time.Time) {
 		} else {
 			ctx, cancel := context.WithDeadline(context.Background(), deadline)
 			sent := time.Now()
-			tag, err := l.conn.Exec(ctx, `UPDATE `+l.leases+` SET renewed_at = now() WHERE pipeline = $1 AND epoch = $2`, l.pipeline, l.epoch)
+			// The heartbeat lives in its own table: the leases row is held FOR
+			// SHARE by every fenced write, and an UPDATE of it would wait
+			// for them (a long reconcile chunk would starve the heartbeat).
+			// A plain read of the epoch is not blocked.
+			tag, err := l.conn.Exec(ctx, `WITH cur AS (SELECT epoch FROM `+l.leases+` WHERE pipeline = $1)
+				INSERT INTO `+l.beats+` (pipeline, epoch, renewed_at) SELECT $1, $2, now() FROM cur WHERE cur.epoch = $2
+				ON CONFLICT (pipeline) DO UPDATE SET epoch = excluded.epoch, renewed_at = excluded.renewed_at`, l.pipeline, l.epoch)
 			cancel()
 			switch {
 			case err != nil:

@@ -104,7 +104,7 @@ func TestLeaseHealthyLeaderIsNotDeposed(t *testing.T) {
 		t.Fatalf("Holder: held=%v epoch=%d; want held at %d", held, epoch, l1.Epoch())
 	}
 	var age float64
-	if err := pool.QueryRow(ctx, `SELECT EXTRACT(EPOCH FROM now() - renewed_at) FROM dialsync.leases WHERE pipeline = 'main'`).Scan(&age); err != nil {
+	if err := pool.QueryRow(ctx, `SELECT EXTRACT(EPOCH FROM now() - GREATEST(x.renewed_at, COALESCE((SELECT b.renewed_at FROM dialsync.lease_heartbeats b WHERE b.pipeline = x.pipeline AND b.epoch = x.epoch), x.renewed_at))) FROM dialsync.leases x WHERE x.pipeline = 'main'`).Scan(&age); err != nil {
 		t.Fatal(err)
 	}
 	if time.Duration(age*float64(time.Second)) > fastLease.TTL/2 {
@@ -113,8 +113,8 @@ func TestLeaseHealthyLeaderIsNotDeposed(t *testing.T) {
 }
 
 // A leader that cannot renew within the TTL (PostgreSQL stalled; here its
-// leases row is locked by another transaction) gives up on its own, because
-// a standby may take over at that point.
+// heartbeat row is locked by another transaction) gives up on its own,
+// because a standby may take over at that point.
 func TestLeaseLeaderGivesUpWhenRenewalStalls(t *testing.T) {
 	t.Parallel()
 	pool, connString := migrated(t)
@@ -124,12 +124,26 @@ func TestLeaseLeaderGivesUpWhenRenewalStalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Release(context.Background()) })
+	// The first renewal creates the heartbeat row.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM dialsync.lease_heartbeats WHERE pipeline = 'main'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no heartbeat row")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	tx, err := pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM dialsync.leases WHERE pipeline = 'main' FOR UPDATE`); err != nil {
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM dialsync.lease_heartbeats WHERE pipeline = 'main' FOR UPDATE`); err != nil {
 		t.Fatal(err)
 	}
 	stalled := time.Now()
@@ -269,5 +283,34 @@ func TestLeaseDeposesLeaderPausedMidSave(t *testing.T) {
 	}
 	if err := tx.Commit(ctx); err == nil {
 		t.Fatal("the paused leader's transaction committed after the takeover")
+	}
+}
+
+// A long fenced write (it holds the leases row FOR SHARE, as every queue and
+// checkpoint transaction does) must not starve the heartbeat: the leader
+// keeps its lease through it.
+func TestLeaseHeartbeatNotBlockedByFencedWrites(t *testing.T) {
+	t.Parallel()
+	pool, connString := migrated(t)
+	ctx := context.Background()
+	l, err := AcquireLeaseWith(ctx, connString, "dialsync", "main", "one", fastLease, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Release(context.Background()) })
+	s := NewStore(pool, "dialsync", "main")
+	s.SetEpoch(l.Epoch())
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if err := s.Fence(ctx, tx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-l.Lost():
+		t.Fatalf("lease lost while a fenced transaction was open: %v", l.Err())
+	case <-time.After(3 * fastLease.TTL):
 	}
 }
