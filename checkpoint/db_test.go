@@ -1,7 +1,6 @@
 package checkpoint
 
 import (
-	"context"
 	"log/slog"
 	"strings"
 	"testing"
@@ -11,19 +10,8 @@ import (
 	"dialsync/internal/testenv"
 )
 
-// newDB creates a fresh database named after the test on the machine's
-// PostgreSQL (testenv.PostgresDB, dropped in cleanup) and returns a pool on
-// it and its connection string.
-func newDB(t testing.TB) (*pgxpool.Pool, string) {
-	t.Helper()
-	connString := testenv.PostgresDB(t)
-	pool, err := pgxpool.New(context.Background(), connString)
-	if err != nil {
-		t.Fatalf("pool: %v", err)
-	}
-	t.Cleanup(pool.Close)
-	return pool, connString
-}
+// newDB is a fresh database for the test (testenv.PostgresPool).
+func newDB(t testing.TB) (*pgxpool.Pool, string) { return testenv.PostgresPool(t) }
 
 // testLogger sends a component's logs to the test's output.
 func testLogger(t testing.TB) *slog.Logger {

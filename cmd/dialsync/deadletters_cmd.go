@@ -246,21 +246,9 @@ func retryDeadLetters(ctx context.Context, env *env, log *slog.Logger, ids []int
 	if held {
 		return refuse(holder, epoch)
 	}
-	// Hold the lease while recomputing, so a `run` started meanwhile waits
-	// instead of writing the queue out of order with us. A short wait only:
-	// whoever took it between Holder and here is running.
-	lctx, cancelL := context.WithTimeout(ctx, 3*time.Second)
-	lease, err := checkpoint.AcquireLease(lctx, env.pgDSN, cfg.Postgres.Schema, cfg.Pipeline.Name,
-		leaseHolderName()+"/deadletters", log)
-	cancelL()
+	lease, err := env.takeLease(ctx, "deadletters", log, refuse)
 	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if h, e, held, herr := checkpoint.Holder(ctx, env.pool, cfg.Postgres.Schema, cfg.Pipeline.Name); herr == nil && held {
-			return refuse(h, e)
-		}
-		return fmt.Errorf("deadletters retry: %w", err)
+		return err
 	}
 	defer lease.Release(context.WithoutCancel(ctx))
 	ctx, rec, stop, err := env.startLoop(ctx, lease, log,

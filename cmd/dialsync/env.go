@@ -336,3 +336,24 @@ func (e *env) startLoop(ctx context.Context, lease *checkpoint.Lease, log *slog.
 	}
 	return ctx, e.newReconciler(loop, log), stop, nil
 }
+
+// takeLease holds the pipeline's lease for a one-shot writing command, so a
+// `run` started meanwhile waits instead of writing the queue out of order
+// with it. A short wait only: whoever took the lease after the caller's
+// Holder check is running, and refuse names it.
+func (e *env) takeLease(ctx context.Context, what string, log *slog.Logger, refuse func(holder string, epoch int64) error) (*checkpoint.Lease, error) {
+	cfg := e.cfg
+	lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	lease, err := checkpoint.AcquireLease(lctx, e.pgDSN, cfg.Postgres.Schema, cfg.Pipeline.Name, leaseHolderName()+"/"+what, log)
+	cancel()
+	if err == nil {
+		return lease, nil
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if h, ep, held, herr := checkpoint.Holder(ctx, e.pool, cfg.Postgres.Schema, cfg.Pipeline.Name); herr == nil && held {
+		return nil, refuse(h, ep)
+	}
+	return nil, fmt.Errorf("%s: %w", what, err)
+}

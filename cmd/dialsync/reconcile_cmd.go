@@ -186,21 +186,9 @@ func runReconcileCmd(ctx context.Context, args []string, stdout, stderr io.Write
 			ChunkSize: cfg.Reconcile.ChunkSize,
 		}
 	} else {
-		// Hold the lease for the whole run, so a `run` started meanwhile
-		// waits instead of writing the queue out of order with us. A short
-		// wait only: whoever took it between Holder and here is running.
-		lctx, cancelL := context.WithTimeout(ctx, 3*time.Second)
-		lease, err := checkpoint.AcquireLease(lctx, env.pgDSN, cfg.Postgres.Schema, cfg.Pipeline.Name,
-			leaseHolderName()+"/reconcile", log)
-		cancelL()
+		lease, err := env.takeLease(ctx, "reconcile", log, refuse)
 		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if h, e, held, herr := checkpoint.Holder(ctx, env.pool, cfg.Postgres.Schema, cfg.Pipeline.Name); herr == nil && held {
-				return refuse(h, e)
-			}
-			return fmt.Errorf("reconcile: %w", err)
+			return err
 		}
 		defer lease.Release(context.WithoutCancel(ctx))
 		var stop func()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // PostgresAdminDSN reaches the machine's PostgreSQL as a superuser; the
@@ -59,4 +60,16 @@ func PostgresDB(tb testing.TB) string {
 	}
 	u.Path = "/" + name
 	return u.String()
+}
+
+// PostgresPool is PostgresDB plus a pool on it, closed at cleanup.
+func PostgresPool(tb testing.TB) (*pgxpool.Pool, string) {
+	tb.Helper()
+	dsn := PostgresDB(tb)
+	pool, err := pgxpool.New(context.Background(), dsn)
+	if err != nil {
+		tb.Fatalf("testenv: pool on %s: %v", Name(tb), err)
+	}
+	tb.Cleanup(pool.Close)
+	return pool, dsn
 }
