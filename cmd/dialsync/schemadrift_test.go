@@ -147,13 +147,25 @@ func TestSchemaDriftWhileStreaming(t *testing.T) {
 	step(fmt.Sprintf(`UPDATE users SET status = 'inactive', nickname = 'n2' WHERE id = %d`, v), []string{"nickname", "status"}, v)
 	step(fmt.Sprintf(`UPDATE users SET status = 'inactive' WHERE id = %d`, u), []string{"status"}, u)
 	// b. A column no handler needs, dropped.
+	// Caught up first: canal reads a table's schema from the live server
+	// when it next decodes the table, so a DDL must not overtake rows
+	// written before it (the documented operating rule).
+	p.waitCaughtUp(20 * time.Second)
 	p.exec(`ALTER TABLE users DROP COLUMN introducer`)
 	step(fmt.Sprintf(`UPDATE users SET status = 'active', solicitor = 'S' WHERE id = %d`, u), []string{"solicitor", "status"}, u)
 	// Renamed, and moved in front of current_user_address_id's old place.
+	// Caught up first: canal reads a table's schema from the live server
+	// when it next decodes the table, so a DDL must not overtake rows
+	// written before it (the documented operating rule).
+	p.waitCaughtUp(20 * time.Second)
 	p.exec(`ALTER TABLE users CHANGE solicitor lawyer VARCHAR(255) NULL AFTER id`)
 	g := p.execTxn(fmt.Sprintf(`UPDATE users SET lawyer = 'L', status = 'active' WHERE id IN (%d, %d)`, u, v))
 	wants = append(wants, want{u, g, []string{"lawyer"}}, want{v, g, []string{"lawyer", "status"}})
 	// A column added FIRST shifts every position of claims, user_id included.
+	// Caught up first: canal reads a table's schema from the live server
+	// when it next decodes the table, so a DDL must not overtake rows
+	// written before it (the documented operating rule).
+	p.waitCaughtUp(20 * time.Second)
 	p.exec(`ALTER TABLE claims ADD COLUMN note VARCHAR(10) NULL FIRST`)
 	step(fmt.Sprintf(`UPDATE claims SET user_id = %d WHERE id = %d`, v, claim), []string{"user_id"}, u, v)
 	step(fmt.Sprintf(`UPDATE claims SET note = 'x', user_id = %d WHERE id = %d`, u, claim), []string{"note", "user_id"}, u, v)
