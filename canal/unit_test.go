@@ -190,3 +190,34 @@ func TestOneLineHandler(t *testing.T) {
 		}
 	}
 }
+
+func TestPositionIncludes(t *testing.T) {
+	cases := []struct {
+		p    Position
+		t    Txn
+		want bool
+	}{
+		// MariaDB: per-domain sequence numbers; server id does not matter.
+		{Position{GTIDSet: "0-1-100,1-2-7"}, Txn{GTID: "0-1-100"}, true},
+		{Position{GTIDSet: "0-1-100,1-2-7"}, Txn{GTID: "0-3-99"}, true},
+		{Position{GTIDSet: "0-1-100,1-2-7"}, Txn{GTID: "0-1-101"}, false},
+		{Position{GTIDSet: "0-1-100"}, Txn{GTID: "1-1-1"}, false},
+		// MySQL: set membership.
+		{Position{GTIDSet: "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-42"}, Txn{GTID: "3e11fa47-71ca-11e1-9e33-c80aa9429562:42"}, true},
+		{Position{GTIDSet: "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-42"}, Txn{GTID: "3e11fa47-71ca-11e1-9e33-c80aa9429562:43"}, false},
+		// File and offset when there are no GTIDs.
+		{Position{File: "bin.000002", Pos: 500}, Txn{End: Position{File: "bin.000002", Pos: 500}}, true},
+		{Position{File: "bin.000002", Pos: 500}, Txn{End: Position{File: "bin.000002", Pos: 501}}, false},
+		{Position{File: "bin.000002", Pos: 500}, Txn{End: Position{File: "bin.000001", Pos: 9000}}, true},
+		{Position{File: "bin.999999", Pos: 500}, Txn{End: Position{File: "bin.1000000", Pos: 4}}, false},
+		{Position{File: "my.host-bin.000003", Pos: 4}, Txn{End: Position{File: "my.host-bin.000010", Pos: 4}}, false},
+		// Cannot tell: false.
+		{Position{}, Txn{GTID: "0-1-1", End: Position{File: "bin.000001", Pos: 4}}, false},
+		{Position{GTIDSet: "garbage"}, Txn{GTID: "0-1-1"}, false},
+	}
+	for _, c := range cases {
+		if got := c.p.Includes(&c.t); got != c.want {
+			t.Errorf("%v.Includes(gtid %q end %v) = %v, want %v", c.p, c.t.GTID, c.t.End, got, c.want)
+		}
+	}
+}

@@ -81,7 +81,7 @@ type Store struct {
 	epoch      atomic.Int64
 	serverUUID atomic.Pointer[string]
 
-	checkpoints, history, leases, owners, pointers string // quoted table names
+	checkpoints, history, leases, owners, pointers, marks string // quoted table names
 }
 
 // NewStore returns the checkpoint store of pipeline in schema. Its epoch is
@@ -96,6 +96,7 @@ func NewStore(pool *pgxpool.Pool, schema, pipeline string) *Store {
 		leases:      pgx.Identifier{schema, "leases"}.Sanitize(),
 		owners:      pgx.Identifier{schema, "claim_owners"}.Sanitize(),
 		pointers:    pgx.Identifier{schema, "user_pointers"}.Sanitize(),
+		marks:       pgx.Identifier{schema, "queue_marks"}.Sanitize(),
 	}
 	empty := ""
 	s.serverUUID.Store(&empty)
@@ -323,11 +324,14 @@ func (s *Store) change(ctx context.Context, pos *canal.Position, actor, reason s
 				return fmt.Errorf("write: %w", err)
 			}
 		}
-		// The stored claim map belongs to the old position; drop it so the
-		// next run rebuilds it from the lookup server.
-		for _, tbl := range []string{s.owners, s.pointers} {
+		// The stored maps belong to the old position; drop them so the next
+		// run rebuilds them from the lookup server. The queue mark goes too:
+		// an operator who moves the checkpoint back wants those
+		// transactions applied again, queue rows included
+		// (internal/apply, Loop.SetMark).
+		for _, tbl := range []string{s.owners, s.pointers, s.marks} {
 			if _, err := tx.Exec(ctx, `DELETE FROM `+tbl+` WHERE pipeline = $1`, s.pipeline); err != nil {
-				return fmt.Errorf("drop stored maps: %w", err)
+				return fmt.Errorf("drop stored maps and queue mark: %w", err)
 			}
 		}
 		_, err = tx.Exec(ctx, `INSERT INTO `+s.history+`

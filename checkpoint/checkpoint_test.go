@@ -162,6 +162,23 @@ func TestOwnersSavedWithCheckpoint(t *testing.T) {
 			t.Fatalf("owners = %v, want %v", got, want)
 		}
 	}
+	// Moving the checkpoint by hand drops the maps and the queue mark.
+	if _, err := pool.Exec(ctx, `INSERT INTO dialsync.queue_marks (pipeline, file, pos, gtid_set, partial_txn, piece) VALUES ('main', 'b.000001', 25, '', '', 0)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set(ctx, canal.Position{File: "b.000001", Pos: 10}, "test", "rewind"); err != nil {
+		t.Fatal(err)
+	}
+	var marks int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM dialsync.queue_marks WHERE pipeline = 'main'`).Scan(&marks); err != nil || marks != 0 {
+		t.Fatalf("queue marks after Set = %d, %v; want 0", marks, err)
+	}
+	if m, _ := s.Owners(ctx); len(m) != 0 {
+		t.Fatalf("owners after Set = %v; want none", m)
+	}
+	if err := s.Save(ctx, canal.Position{File: "b.000001", Pos: 25}, want, nil); err != nil {
+		t.Fatal(err)
+	}
 	other := NewStore(pool, "dialsync", "other")
 	if m, _ := other.Owners(ctx); len(m) != 0 {
 		t.Fatalf("another pipeline sees owners %v", m)

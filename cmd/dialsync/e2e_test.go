@@ -271,7 +271,9 @@ func assertNoLoss(t *testing.T, p *pipe, ops []demo.Op) {
 			want[u]++
 		}
 	}
-	got := p.userNotices(p.notices())
+	evs := p.notices()
+	got := p.userNotices(evs)
+	p.queueNotices(evs)
 	lost := 0
 	for u, n := range want {
 		if len(got[u]) < n {
@@ -332,3 +334,54 @@ func assertExact(t *testing.T, p *pipe, ops []demo.Op) {
 }
 
 var _ = notice.TypeUserChanged
+
+// A crash after a transaction's queue write but before its checkpoint
+// write, while the source moves on: the replay must not recompute that
+// transaction's queue row from the newer source rows and announce them a
+// second time under the old transaction (the chaos suite's duplicate
+// (transaction, user) count found this). The later transaction announces
+// its own values instead. The crash is reproduced exactly by putting the
+// checkpoint back where it was before the transaction, which is the state
+// a kill -9 between the two writes leaves.
+func TestReplayDoesNotReannounceQueueRows(t *testing.T) {
+	p := newPipe(t, pipeOpt{})
+	startCaughtUp(t, p)
+	user, claim, _ := queuedUser(t, p)
+	ctx := context.Background()
+	var file string
+	var pos int64
+	var gset string
+	if err := p.pg.QueryRow(ctx, `SELECT file, pos, gtid_set FROM dialsync.checkpoints WHERE pipeline = $1`,
+		"p_"+p.name).Scan(&file, &pos, &gset); err != nil {
+		t.Fatal(err)
+	}
+	addRequirement := fmt.Sprintf("INSERT INTO claim_requirements (claim_id, type, status, claim_requirement_reason, created_at, updated_at) VALUES (%d, 'id_check', 'PENDING', 'r', NOW(), NOW())", claim)
+
+	p.exec(addRequirement) // T1: one more pending requirement
+	t1 := p.head()
+	p.waitCaughtUp(20 * time.Second)
+	if code := p.stop(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	if _, err := p.pg.Exec(ctx, `UPDATE dialsync.checkpoints SET file = $2, pos = $3, gtid_set = $4 WHERE pipeline = $1`,
+		"p_"+p.name, file, pos, gset); err != nil {
+		t.Fatal(err)
+	}
+	p.exec(addRequirement) // T2, while dialsync is down
+	t2 := p.head()
+	p.start()
+	p.waitCaughtUp(30 * time.Second)
+
+	byTxn := map[string][]int64{}
+	for _, qc := range p.queueNotices(p.notices())[user] {
+		byTxn[qc.Source.GTID] = append(byTxn[qc.Source.GTID], qc.PendingRequirements)
+	}
+	if len(byTxn[t1]) != 1 || len(byTxn[t2]) != 1 || byTxn[t2][0] != byTxn[t1][0]+1 {
+		t.Fatalf("queue notices of user %d by transaction: %v; want one for %s and one for %s with one more pending requirement",
+			user, byTxn, t1, t2)
+	}
+	if !strings.Contains(p.allLogs(), "replay passed the queue mark") {
+		t.Fatalf("no replay of a marked transaction in the logs:\n%s", p.logTail(30))
+	}
+	p.assertNoDrift()
+}

@@ -419,6 +419,33 @@ func (p *pipe) userNotices(evs []notice.Event) map[uint64][]notice.UserChanged {
 	return by
 }
 
+// queueNotices returns the queue notices by user, in stream order, and
+// fails when one (type, transaction, user) appears twice: a replay must not
+// announce a queue change a second time under the same transaction, not
+// even with other values (the transaction that made those values does).
+func (p *pipe) queueNotices(evs []notice.Event) map[uint64][]notice.QueueChanged {
+	p.t.Helper()
+	by := map[uint64][]notice.QueueChanged{}
+	seen := map[string]bool{}
+	for _, ev := range evs {
+		if !ev.IsQueue() {
+			continue
+		}
+		qc, err := ev.QueueChanged()
+		if err != nil {
+			p.t.Fatal(err)
+		}
+		txn, _, _ := strings.Cut(qc.Source.Txn, "#")
+		k := ev.Type + "/" + txn + "/" + strconv.FormatUint(qc.UserID, 10)
+		if seen[k] {
+			p.t.Errorf("two %s notices for transaction %s, user %d", ev.Type, txn, qc.UserID)
+		}
+		seen[k] = true
+		by[qc.UserID] = append(by[qc.UserID], qc)
+	}
+	return by
+}
+
 type qrow struct {
 	open, pending int64
 	oldest        string

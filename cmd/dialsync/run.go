@@ -150,6 +150,13 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		loop.SetOwners(owners, stale)
 		loop.SetPointers(pointers, stale)
+		mark, ok, err := env.queue.Mark(ctx)
+		if err != nil {
+			return err
+		}
+		if ok {
+			loop.SetMark(mark)
+		}
 	}
 
 	loopErr := make(chan error, 1)

@@ -69,7 +69,10 @@ type BatchStats struct {
 	Txns, Changes, Users, Keys, Notices int
 	QueueChanges                        []queue.Change
 	Unresolved                          int
-	DeadLetters                         []DeadLetter
+	// Replayed counts the batch's transactions whose queue writes were
+	// already durable (see Loop.SetMark).
+	Replayed    int
+	DeadLetters []DeadLetter
 	// Rows counts changes by table and operation.
 	Rows         map[RowKey]int
 	Checkpoint   canal.Position // zero when the batch ended inside a large transaction
@@ -141,7 +144,56 @@ type Loop struct {
 	pointers *tracked            // user -> current_user_address_id
 	pointed  map[uint64][]uint64 // address -> users pointing at it (pointers reversed)
 	partial  map[uint64]*agg     // notices of a large transaction's earlier pieces
+	replay   *queue.Mark         // while replaying: the last transaction already in the queue
 	res      handlers.Result
+}
+
+// SetMark tells the loop which transactions' queue writes are already
+// durable (the mark stored with them; see queue.Mark). Until the stream
+// passes the mark, the queue rows of users touched only by such
+// transactions are neither recomputed nor written: their effects are in
+// the queue, and a recomputation now would read newer source rows and
+// announce them a second time under an old transaction. Their cache keys
+// are deleted and their user.changed notices published again as usual
+// (both idempotent). Call before Run.
+func (l *Loop) SetMark(m queue.Mark) { l.replay = &m }
+
+// covered counts the leading transactions of batch whose queue writes are
+// already durable (SetMark). At the first one that is not, replay is over.
+func (l *Loop) covered(batch []*canal.Txn) int {
+	m := l.replay
+	if m == nil {
+		return 0
+	}
+	upTo := canal.Position{File: m.File, Pos: m.Pos, GTIDSet: m.GTIDSet}
+	for i, t := range batch {
+		var done bool
+		if t.Partial {
+			// A piece's End is where its transaction starts; the transaction
+			// is whole in the queue only if the mark lies beyond that.
+			done = (m.PartialTxn != "" && m.PartialTxn == t.ID() && t.Piece <= m.Piece) ||
+				(t.GTID != "" && upTo.Includes(t)) ||
+				(t.GTID == "" && upTo.Includes(t) && (t.End.File != m.File || t.End.Pos != m.Pos))
+		} else {
+			done = upTo.Includes(t)
+		}
+		if !done {
+			l.replay = nil
+			l.log.Info("replay passed the queue mark; queue rows are recomputed from here",
+				"mark", upTo.String(), "txn", t.ID())
+			return i
+		}
+	}
+	return len(batch)
+}
+
+// markOf is the queue mark naming t as the last transaction written.
+func markOf(t *canal.Txn) *queue.Mark {
+	m := &queue.Mark{File: t.End.File, Pos: t.End.Pos, GTIDSet: t.End.GTIDSet}
+	if t.Partial {
+		m.PartialTxn, m.Piece = t.ID(), t.Piece
+	}
+	return m
 }
 
 // SetOwners seeds the claim -> user map (from the map stored with the
@@ -783,6 +835,16 @@ func (l *Loop) prepare(work, stop context.Context, batch []*canal.Txn) (*batchWo
 			}
 		}
 	}
+	// Users touched only by transactions whose queue writes are already
+	// durable (a replay after a crash) keep their rows.
+	if k := l.covered(batch); k > 0 {
+		last := make(map[uint64]int, len(users))
+		for _, tc := range order {
+			last[tc.user] = tc.txn
+		}
+		users = slices.DeleteFunc(users, func(u uint64) bool { return last[u] < k })
+		st.Replayed = k
+	}
 	users = dedupe(users)
 	st.Users = len(users)
 
@@ -843,8 +905,9 @@ func (l *Loop) writeQueue(work, stop context.Context, w *batchWork) error {
 			}
 			return msgs
 		}
+		mark := markOf(batch[len(batch)-1])
 		if err := l.retry(stop, "write queue", func() (err error) {
-			w.queueMsgs, err = l.deps.Queue.Apply(work, users, rows, build)
+			w.queueMsgs, err = l.deps.Queue.Apply(work, users, rows, mark, build)
 			return err
 		}); err != nil {
 			return err

@@ -36,8 +36,9 @@ type QueueStore interface {
 	// row leave the queue) in one PostgreSQL transaction. For the changes it
 	// made it calls build, and stores the returned messages in the outbox in
 	// the same transaction, so queue notices survive a crash that happens
-	// before they are published. It returns those messages.
-	Apply(ctx context.Context, users []uint64, rows []queue.Row,
+	// before they are published. It returns those messages. mark (when not
+	// nil) is stored in the same transaction (see Loop.SetMark).
+	Apply(ctx context.Context, users []uint64, rows []queue.Row, mark *queue.Mark,
 		build func([]queue.Change) []notice.Message) ([]notice.Message, error)
 	// Outbox returns messages stored by Apply and not yet cleared.
 	Outbox(ctx context.Context) ([]notice.Message, error)

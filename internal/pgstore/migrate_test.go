@@ -77,7 +77,7 @@ func TestMigrateQuotedSchema(t *testing.T) {
 		t.Fatalf("Version = %d, %v", v, err)
 	}
 	q := NewQueue(pool, schema, "main")
-	if _, err := q.Apply(ctx, []uint64{1}, nil, nil); err != nil {
+	if _, err := q.Apply(ctx, []uint64{1}, nil, nil, nil); err != nil {
 		t.Fatalf("Apply on quoted schema: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -24,7 +25,7 @@ type Queue struct {
 	pool     *pgxpool.Pool
 	pipeline string
 
-	callQueue, outbox, deadLetters, history string // quoted table names
+	callQueue, outbox, deadLetters, history, marks string // quoted table names
 
 	fence func(ctx context.Context, tx pgx.Tx) error
 }
@@ -45,6 +46,7 @@ func NewQueue(pool *pgxpool.Pool, schema, pipeline string) *Queue {
 		outbox:      pgx.Identifier{schema, "outbox"}.Sanitize(),
 		deadLetters: pgx.Identifier{schema, "dead_letters"}.Sanitize(),
 		history:     pgx.Identifier{schema, "checkpoint_history"}.Sanitize(),
+		marks:       pgx.Identifier{schema, "queue_marks"}.Sanitize(),
 	}
 }
 
@@ -55,11 +57,12 @@ func NewQueue(pool *pgxpool.Pool, schema, pipeline string) *Queue {
 // (entered_at is kept, updated_at moves), Left for a deleted row (with the
 // old row). Unchanged rows are neither reported nor rewritten. build gets
 // the changes (sorted by user id) and its messages are stored in the outbox
-// in the same transaction; Apply returns them.
+// in the same transaction; Apply returns them. mark, when not nil, is stored
+// in the same transaction too (see Mark).
 //
-// Round trips: BEGIN, one batch (delete + upsert), one outbox insert when
-// there are messages, COMMIT, whatever the batch size.
-func (q *Queue) Apply(ctx context.Context, users []uint64, rows []queue.Row,
+// Round trips: BEGIN, one batch (delete + upsert + mark), one outbox insert
+// when there are messages, COMMIT, whatever the batch size.
+func (q *Queue) Apply(ctx context.Context, users []uint64, rows []queue.Row, mark *queue.Mark,
 	build func([]queue.Change) []notice.Message) ([]notice.Message, error) {
 	in, err := prepareRows(rows)
 	if err != nil {
@@ -78,7 +81,7 @@ func (q *Queue) Apply(ctx context.Context, users []uint64, rows []queue.Row,
 	}
 	del := "DELETE FROM " + q.callQueue + ` WHERE user_id = ANY($1::bigint[]) AND NOT (user_id = ANY($2::bigint[]))
 		RETURNING user_id, open_claims, pending_requirements, oldest_pending_at`
-	msgs, err := q.apply(ctx, del, []any{all, in.ids}, in, build)
+	msgs, err := q.apply(ctx, del, []any{all, in.ids}, in, mark, build)
 	if err != nil {
 		return nil, fmt.Errorf("queue apply (%d users): %w", len(all), err)
 	}
@@ -97,7 +100,7 @@ func (q *Queue) ApplyRange(ctx context.Context, fromUser, toUser uint64, rows []
 	}
 	del := "DELETE FROM " + q.callQueue + ` WHERE user_id > $1 AND user_id <= $2 AND NOT (user_id = ANY($3::bigint[]))
 		RETURNING user_id, open_claims, pending_requirements, oldest_pending_at`
-	msgs, err := q.apply(ctx, del, []any{clampInt64(fromUser), clampInt64(toUser), in.ids}, in, build)
+	msgs, err := q.apply(ctx, del, []any{clampInt64(fromUser), clampInt64(toUser), in.ids}, in, nil, build)
 	if err != nil {
 		return nil, fmt.Errorf("queue apply range (%d, %d]: %w", fromUser, toUser, err)
 	}
@@ -148,21 +151,16 @@ func (q *Queue) Diff(ctx context.Context, rows []queue.Row, fromUser, toUser uin
 // apply runs the shared transaction of Apply and ApplyRange: the given
 // DELETE ... RETURNING (old rows of leavers) and the upsert of in, batched
 // into one round trip, then the outbox insert.
-func (q *Queue) apply(ctx context.Context, del string, delArgs []any, in preparedRows,
+func (q *Queue) apply(ctx context.Context, del string, delArgs []any, in preparedRows, mark *queue.Mark,
 	build func([]queue.Change) []notice.Message) ([]notice.Message, error) {
 	var msgs []notice.Message
+	// The commit is synchronous (the server default) on purpose: this
+	// transaction's notices are published next, and an asynchronous commit
+	// lost in a PostgreSQL crash would leave notices announcing rows that
+	// no longer exist, then a second notice for the same transaction when
+	// the replay recomputes them from a source that moved on. The chaos
+	// suite's duplicate-(transaction, user) count found this.
 	err := pgx.BeginFunc(ctx, q.pool, func(tx pgx.Tx) error {
-		// The queue write need not wait for its WAL flush: it is visible to
-		// readers at commit either way, and durability comes from the
-		// checkpoint write that follows it, which commits synchronously and
-		// so flushes the WAL up to and including this transaction. If
-		// PostgreSQL crashes before that, the checkpoint did not move and
-		// the replay recomputes these rows (their queue notices have
-		// content-derived ids, so a republish is deduplicated). See
-		// https://www.postgresql.org/docs/current/wal-async-commit.html.
-		if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
-			return fmt.Errorf("queue: %w", err)
-		}
 		if q.fence != nil {
 			if err := q.fence(ctx, tx); err != nil {
 				return err
@@ -199,6 +197,14 @@ func (q *Queue) apply(ctx context.Context, del string, delArgs []any, in prepare
 				IS DISTINCT FROM (excluded.open_claims, excluded.pending_requirements, excluded.oldest_pending_at)
 			RETURNING user_id, (xmax = 0), open_claims, pending_requirements, oldest_pending_at`,
 			in.ids, in.open, in.pending, in.oldest, now)
+		if mark != nil {
+			b.Queue(`INSERT INTO `+q.marks+` (pipeline, file, pos, gtid_set, partial_txn, piece)
+				VALUES ($1, $2, $3, $4, $5, $6)
+				ON CONFLICT (pipeline) DO UPDATE SET file = excluded.file, pos = excluded.pos,
+					gtid_set = excluded.gtid_set, partial_txn = excluded.partial_txn,
+					piece = excluded.piece, updated_at = now()`,
+				q.pipeline, mark.File, int64(mark.Pos), mark.GTIDSet, mark.PartialTxn, mark.Piece)
+		}
 		br := tx.SendBatch(ctx, b)
 		var changes []queue.Change
 		left, err := br.Query()
@@ -237,6 +243,12 @@ func (q *Queue) apply(ctx context.Context, del string, delArgs []any, in prepare
 			br.Close()
 			return fmt.Errorf("upsert rows: %w", err)
 		}
+		if mark != nil {
+			if _, err := br.Exec(); err != nil {
+				br.Close()
+				return fmt.Errorf("store queue mark: %w", err)
+			}
+		}
 		if err := br.Close(); err != nil {
 			return fmt.Errorf("queue batch: %w", err)
 		}
@@ -254,6 +266,23 @@ func (q *Queue) apply(ctx context.Context, del string, delArgs []any, in prepare
 		return nil, err
 	}
 	return msgs, nil
+}
+
+// Mark returns the stored queue mark; ok is false when there is none (a new
+// pipeline, or after a command moved the checkpoint: checkpoint.Store
+// drops the mark then).
+func (q *Queue) Mark(ctx context.Context) (m queue.Mark, ok bool, err error) {
+	var pos int64
+	err = q.pool.QueryRow(ctx, `SELECT file, pos, gtid_set, partial_txn, piece FROM `+q.marks+` WHERE pipeline = $1`,
+		q.pipeline).Scan(&m.File, &pos, &m.GTIDSet, &m.PartialTxn, &m.Piece)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return queue.Mark{}, false, nil
+	}
+	if err != nil {
+		return queue.Mark{}, false, fmt.Errorf("read queue mark: %w", err)
+	}
+	m.Pos = uint32(pos)
+	return m, true, nil
 }
 
 func (q *Queue) insertOutbox(ctx context.Context, tx pgx.Tx, msgs []notice.Message) error {

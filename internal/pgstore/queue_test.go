@@ -93,7 +93,7 @@ func TestApplyEnteredUpdatedLeftUnchanged(t *testing.T) {
 		{UserID: 3, OpenClaims: 1, PendingRequirements: 1, OldestPendingAt: tp("2024-01-01T00:00:00Z")},
 		{UserID: 4, OpenClaims: 1, PendingRequirements: 1},
 	}
-	msgs, err := q.Apply(ctx, []uint64{1, 2, 3, 4, 5}, first, capture)
+	msgs, err := q.Apply(ctx, []uint64{1, 2, 3, 4, 5}, first, nil, capture)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func TestApplyEnteredUpdatedLeftUnchanged(t *testing.T) {
 	loc := time.FixedZone("X", 3600)
 	inZone := first[0].OldestPendingAt.In(loc)
 	same[0].OldestPendingAt = &inZone
-	msgs, err = q.Apply(ctx, []uint64{1, 2, 3, 4, 5}, same, func(cs []queue.Change) []notice.Message { called = true; return buildMsgs(cs) })
+	msgs, err = q.Apply(ctx, []uint64{1, 2, 3, 4, 5}, same, nil, func(cs []queue.Change) []notice.Message { called = true; return buildMsgs(cs) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestApplyEnteredUpdatedLeftUnchanged(t *testing.T) {
 		{UserID: 5, OpenClaims: 1, PendingRequirements: 1},
 		{UserID: 6, OpenClaims: 1, PendingRequirements: 1},
 	}
-	msgs, err = q.Apply(ctx, []uint64{1, 2, 3, 4, 5}, second, capture)
+	msgs, err = q.Apply(ctx, []uint64{1, 2, 3, 4, 5}, second, nil, capture)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +183,7 @@ func TestApplyEnteredUpdatedLeftUnchanged(t *testing.T) {
 	}
 
 	// Duplicate rows for one user: the last wins, no ON CONFLICT error.
-	_, err = q.Apply(ctx, []uint64{7}, []queue.Row{{UserID: 7, OpenClaims: 1}, {UserID: 7, OpenClaims: 2}}, capture)
+	_, err = q.Apply(ctx, []uint64{7}, []queue.Row{{UserID: 7, OpenClaims: 1}, {UserID: 7, OpenClaims: 2}}, nil, capture)
 	if err != nil {
 		t.Fatalf("apply with duplicate rows: %v", err)
 	}
@@ -197,7 +197,7 @@ func TestOutboxRoundTripAndAtomicity(t *testing.T) {
 	q, pool := newQueue(t)
 	ctx := context.Background()
 
-	msgs, err := q.Apply(ctx, []uint64{3, 1, 2}, []queue.Row{{UserID: 3, OpenClaims: 1}, {UserID: 1, OpenClaims: 1}, {UserID: 2, OpenClaims: 1}}, buildMsgs)
+	msgs, err := q.Apply(ctx, []uint64{3, 1, 2}, []queue.Row{{UserID: 3, OpenClaims: 1}, {UserID: 1, OpenClaims: 1}, {UserID: 2, OpenClaims: 1}}, nil, buildMsgs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +223,7 @@ func TestOutboxRoundTripAndAtomicity(t *testing.T) {
 	// The outbox insert is in the queue transaction: when it fails (a NUL
 	// byte is invalid in PostgreSQL text), the queue change is rolled back.
 	before := readQueue(t, pool)
-	_, err = q.Apply(ctx, []uint64{1, 9}, []queue.Row{{UserID: 9, OpenClaims: 1}}, func(cs []queue.Change) []notice.Message {
+	_, err = q.Apply(ctx, []uint64{1, 9}, []queue.Row{{UserID: 9, OpenClaims: 1}}, nil, func(cs []queue.Change) []notice.Message {
 		return []notice.Message{{Subject: "bad\x00subject", ID: "x", Data: []byte("x")}}
 	})
 	if err == nil {
@@ -360,7 +360,7 @@ func TestApplyLargeBatch(t *testing.T) {
 	count := func(cs []queue.Change) []notice.Message { return buildMsgs(cs) }
 
 	start := time.Now()
-	msgs, err := q.Apply(ctx, users, rows, count)
+	msgs, err := q.Apply(ctx, users, rows, nil, count)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,13 +373,13 @@ func TestApplyLargeBatch(t *testing.T) {
 	}
 
 	start = time.Now()
-	msgs, err = q.Apply(ctx, users, rows, count)
+	msgs, err = q.Apply(ctx, users, rows, nil, count)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("Apply %d users, none changed: %v", n, time.Since(start))
 	start = time.Now()
-	if _, err := q.Apply(ctx, users, rows, count); err != nil {
+	if _, err := q.Apply(ctx, users, rows, nil, count); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("Apply %d users, none changed, again: %v", n, time.Since(start))
@@ -399,7 +399,7 @@ func TestApplyLargeBatch(t *testing.T) {
 		next = append(next, r)
 	}
 	start = time.Now()
-	msgs, err = q.Apply(ctx, users, next, count)
+	msgs, err = q.Apply(ctx, users, next, nil, count)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,5 +409,42 @@ func TestApplyLargeBatch(t *testing.T) {
 	}
 	if got := len(readQueue(t, pool)); got != n-n/10 {
 		t.Fatalf("queue has %d rows; want %d", got, n-n/10)
+	}
+}
+
+// The queue mark travels in the queue write's transaction and is read back
+// exactly; a write without a mark leaves it alone.
+func TestQueueMark(t *testing.T) {
+	t.Parallel()
+	q, pool := newQueue(t)
+	ctx := context.Background()
+	if _, ok, err := q.Mark(ctx); err != nil || ok {
+		t.Fatalf("Mark on a new pipeline = %v, %v; want none", ok, err)
+	}
+	m1 := queue.Mark{File: "bin.000003", Pos: 4711, GTIDSet: "0-1-42"}
+	if _, err := q.Apply(ctx, []uint64{1}, []queue.Row{{UserID: 1, OpenClaims: 1}}, &m1, nil); err != nil {
+		t.Fatal(err)
+	}
+	m2 := queue.Mark{File: "bin.000003", Pos: 4711, GTIDSet: "0-1-42", PartialTxn: "0-1-43", Piece: 3}
+	if _, err := q.Apply(ctx, []uint64{2}, []queue.Row{{UserID: 2, OpenClaims: 1}}, &m2, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Apply(ctx, []uint64{3}, nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok, err := q.Mark(ctx); err != nil || !ok || got != m2 {
+		t.Fatalf("Mark = %+v, %v, %v; want %+v", got, ok, err, m2)
+	}
+	// Rows and mark commit together or not at all (PostgreSQL text
+	// refuses a NUL byte, which fails the mark inside the transaction).
+	bad := queue.Mark{File: "bin\x00", Pos: 1}
+	if _, err := q.Apply(ctx, []uint64{4}, []queue.Row{{UserID: 4, OpenClaims: 1}}, &bad, nil); err == nil {
+		t.Fatal("Apply with an unstorable mark succeeded")
+	}
+	if got, _, _ := q.Mark(ctx); got != m2 {
+		t.Fatalf("Mark after a failed write = %+v; want %+v", got, m2)
+	}
+	if _, ok := readQueue(t, pool)[4]; ok {
+		t.Fatal("the queue row of a failed write is stored")
 	}
 }

@@ -41,3 +41,23 @@ type Change struct {
 	Kind ChangeKind
 	Row  Row
 }
+
+// Mark names the last source transaction (or piece of a large one) whose
+// queue writes are durable. It is stored in the same PostgreSQL transaction
+// as those writes, so after a crash the apply loop knows exactly which
+// replayed transactions already reached the queue and does not recompute
+// their rows: a recomputation would read the source as it is now and
+// attribute newer values to an old transaction, a second queue notice for
+// it (the later transaction that made those values announces them).
+type Mark struct {
+	// End of the last whole transaction applied (File/Pos and GTIDSet, as
+	// canal.Position).
+	File    string
+	Pos     uint32
+	GTIDSet string
+	// When the last write was a piece of a large transaction: that
+	// transaction's identity (canal.Txn.ID()) and the piece's index.
+	// PartialTxn is "" otherwise.
+	PartialTxn string
+	Piece      int
+}

@@ -32,7 +32,7 @@ type Lookup interface {
 type Queue interface {
 	ApplyRange(ctx context.Context, fromUser, toUser uint64, rows []queue.Row,
 		build func([]queue.Change) []notice.Message) ([]notice.Message, error)
-	Apply(ctx context.Context, users []uint64, rows []queue.Row,
+	Apply(ctx context.Context, users []uint64, rows []queue.Row, mark *queue.Mark,
 		build func([]queue.Change) []notice.Message) ([]notice.Message, error)
 	Diff(ctx context.Context, rows []queue.Row, fromUser, toUser uint64) ([]queue.Change, error)
 	ClearOutbox(ctx context.Context) error
@@ -258,7 +258,7 @@ func (x *run) chunk(ctx context.Context, rows []queue.Row, from, to uint64, user
 	}
 	if err := r.Loop.Retry(ctx, "reconcile: write queue", func() (err error) {
 		if users != nil {
-			msgs, err = r.Queue.Apply(ctx, users, rows, build)
+			msgs, err = r.Queue.Apply(ctx, users, rows, nil, build)
 		} else {
 			msgs, err = r.Queue.ApplyRange(ctx, from, to, rows, build)
 		}

@@ -88,7 +88,7 @@ func (q *fakeQueue) write(chs []queue.Change, build func([]queue.Change) []notic
 	return build(chs)
 }
 
-func (q *fakeQueue) Apply(_ context.Context, users []uint64, rows []queue.Row, build func([]queue.Change) []notice.Message) ([]notice.Message, error) {
+func (q *fakeQueue) Apply(_ context.Context, users []uint64, rows []queue.Row, _ *queue.Mark, build func([]queue.Change) []notice.Message) ([]notice.Message, error) {
 	return q.write(q.diff(rows, func(u uint64) bool { return slices.Contains(users, u) }), build), nil
 }
 
