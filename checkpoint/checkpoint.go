@@ -216,17 +216,29 @@ func pairs(m map[uint64]uint64) (keys, values []int64) {
 // writes a deposed leader must not make, such as a queue write computed
 // before a pause (see Lease).
 func (s *Store) Fence(ctx context.Context, tx pgx.Tx) error {
-	epoch := s.epoch.Load()
+	q, args := s.FenceQuery()
 	var ok bool
-	err := tx.QueryRow(ctx, `SELECT COALESCE((SELECT epoch FROM `+s.leases+` WHERE pipeline = $1 FOR SHARE), 0) = $2`,
-		s.pipeline, epoch).Scan(&ok)
-	if err != nil {
+	if err := tx.QueryRow(ctx, q, args...).Scan(&ok); err != nil {
 		return fmt.Errorf("fence %q: %w", s.pipeline, err)
 	}
 	if !ok {
-		return fmt.Errorf("fence %q with epoch %d: %w", s.pipeline, epoch, ErrFenced)
+		return s.FenceError()
 	}
 	return nil
+}
+
+// FenceQuery is Fence as a query for a caller that pipelines it with its
+// own statements (pgstore.Queue): it yields one boolean, false when
+// another instance took over; the caller then rolls back and fails with
+// FenceError.
+func (s *Store) FenceQuery() (string, []any) {
+	return `SELECT COALESCE((SELECT epoch FROM ` + s.leases + ` WHERE pipeline = $1 FOR SHARE), 0) = $2`,
+		[]any{s.pipeline, s.epoch.Load()}
+}
+
+// FenceError is the error a write refused by the fence fails with.
+func (s *Store) FenceError() error {
+	return fmt.Errorf("fence %q with epoch %d: %w", s.pipeline, s.epoch.Load(), ErrFenced)
 }
 
 // Owners returns the claim -> user map stored with the checkpoint (empty

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -235,6 +236,49 @@ func (b *bench) scrape(ctx context.Context, pc pipeCfg) benchkit.Metrics {
 	return m
 }
 
+// profileCPU fetches a CPU profile of dialsync over the next d into
+// <profile folder>/<name>.pprof, in the background; wait for it with the
+// returned func. A no-op without -profile. Failures are logged: a profile
+// is a diagnosis, not a result.
+func (b *bench) profileCPU(ctx context.Context, pc pipeCfg, name string, d time.Duration) (wait func()) {
+	if b.o.profile == "" || pc.listen == "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pc.listen, max(1, int(d.Seconds())))
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			b.log.Warn("cpu profile", "error", err)
+			return
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			b.log.Warn("cpu profile", "error", err)
+			return
+		}
+		defer resp.Body.Close()
+		if err := os.MkdirAll(b.o.profile, 0o755); err != nil {
+			b.log.Warn("cpu profile", "error", err)
+			return
+		}
+		path := filepath.Join(b.o.profile, name+".pprof")
+		f, err := os.Create(path)
+		if err != nil {
+			b.log.Warn("cpu profile", "error", err)
+			return
+		}
+		defer f.Close()
+		if _, err := io.Copy(f, resp.Body); err != nil {
+			b.log.Warn("cpu profile", "error", err)
+			return
+		}
+		b.log.Info("cpu profile written", "path", path)
+	}()
+	return func() { <-done }
+}
+
 // writeConfig writes a dialsync config for p (the shape of the end-to-end
 // tests' configs, cmd/dialsync/harness_test.go) and returns its path.
 func (b *bench) writeConfig(p pipeCfg) (string, error) {
@@ -260,12 +304,13 @@ stream = %q
 subject_prefix = %q
 [http]
 listen = %q
+pprof = %t
 [reconcile]
 interval = "off"
 [log]
 format = "json"
 level = "info"
-`, pipelineName, b.my.Addr(), b.serverID, b.name, b.pgDSN, p.schema, b.o.redisAddr, b.prefix, b.o.natsURL, p.stream, p.subjects, p.listen)
+`, pipelineName, b.my.Addr(), b.serverID, b.name, b.pgDSN, p.schema, b.o.redisAddr, b.prefix, b.o.natsURL, p.stream, p.subjects, p.listen, b.o.profile != "")
 	path := filepath.Join(b.dir, p.stream+".toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return "", fmt.Errorf("write config: %w", err)

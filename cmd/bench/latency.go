@@ -305,7 +305,12 @@ func (b *bench) latencyScenario(ctx context.Context, p *proc, pc pipeCfg) ([]ben
 		var stages []*benchkit.Stages
 		res.Flat = true
 		for run := 1; run <= b.o.runs; run++ {
+			wait := func() {}
+			if run == 1 {
+				wait = b.profileCPU(ctx, pc, "latency-"+strconv.Itoa(rate), b.o.window)
+			}
 			r, err := b.latencyRun(ctx, p, pc, ws, col, rate)
+			wait()
 			if err != nil {
 				return nil, fmt.Errorf("latency %s run %d: %w", name, run, err)
 			}

@@ -57,6 +57,7 @@ type options struct {
 	mdPath        string
 	bin           string
 	keep          bool
+	profile       string
 	pgAdmin       string
 	redisAddr     string
 	natsURL       string
@@ -91,6 +92,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.mdPath, "md", "", "Markdown output (default bench/results/latest.md, short.md with -short)")
 	fs.StringVar(&o.bin, "bin", "bin/dialsync", "the dialsync binary")
 	fs.BoolVar(&o.keep, "keep", false, "keep dialsync's logs and configs (their folder is logged)")
+	fs.StringVar(&o.profile, "profile", "", "write CPU profiles of dialsync (first latency run of each rate, first catch-up drain) into this folder")
 	fs.StringVar(&o.pgAdmin, "postgres", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "PostgreSQL superuser URL (a database is created)")
 	fs.StringVar(&o.redisAddr, "redis", "127.0.0.1:6379", "Redis address")
 	fs.StringVar(&o.natsURL, "nats", "nats://127.0.0.1:4222", "NATS URL (JetStream on)")

@@ -170,7 +170,7 @@ func openEnv(ctx context.Context, cfg *config.Config, log *slog.Logger) (*env, e
 	}
 	e.ckpt = checkpoint.NewStore(e.pool, cfg.Postgres.Schema, cfg.Pipeline.Name)
 	e.queue = pgstore.NewQueue(e.pool, cfg.Postgres.Schema, cfg.Pipeline.Name)
-	e.queue.SetFence(e.ckpt.Fence)
+	e.queue.SetFence(e.ckpt)
 	return e, nil
 }
 

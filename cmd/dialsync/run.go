@@ -50,7 +50,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	mon := newMonitor(env, metrics.New(), log)
 	if cfg.HTTP.Listen != "" {
-		srv := httpserver.New(cfg.HTTP.Listen, mon.m, mon.ready)
+		srv := httpserver.New(cfg.HTTP.Listen, mon.m, mon.ready, cfg.HTTP.Pprof)
 		if err := srv.Start(); err != nil {
 			return usagef("http.listen: %v", err)
 		}

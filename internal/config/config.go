@@ -199,6 +199,9 @@ type NATSConfig struct {
 type HTTPConfig struct {
 	// Listen is host:port; empty disables the server. Default 127.0.0.1:9120.
 	Listen string `toml:"listen"`
+	// Pprof serves Go's profiler under /debug/pprof/ (default false). Turn
+	// it on only on a loopback or otherwise private listen address.
+	Pprof bool `toml:"pprof"`
 }
 
 // ApplyConfig tunes the apply loop's batching and retries.

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"syscall"
 	"time"
@@ -53,8 +54,8 @@ type ReadyBody struct {
 }
 
 // New builds a server for listen ("host:port"; port 0 picks a free one).
-// ready may be nil, meaning always ready.
-func New(listen string, m *metrics.Metrics, ready func(ctx context.Context) (ok bool, body any)) *Server {
+// ready may be nil, meaning always ready. pprofOn adds /debug/pprof/.
+func New(listen string, m *metrics.Metrics, ready func(ctx context.Context) (ok bool, body any), pprofOn bool) *Server {
 	mux := http.NewServeMux()
 	// Method patterns (Go 1.22+): "GET" also matches HEAD, and a request to a
 	// known path with another method gets 405 with an Allow header.
@@ -62,6 +63,14 @@ func New(listen string, m *metrics.Metrics, ready func(ctx context.Context) (ok 
 	mux.Handle("GET /metrics", m.Handler())
 	mux.HandleFunc("GET /healthz", healthz)
 	mux.Handle("GET /readyz", readyz(ready))
+	if pprofOn {
+		// Go's profiler (https://pkg.go.dev/net/http/pprof), for finding
+		// where the time goes under a real load. Off by default: profiles
+		// reveal internals and cost CPU while they run.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 
 	return &Server{
 		listen: listen,

@@ -18,7 +18,7 @@ import (
 // end of the test.
 func startServer(tb testing.TB, m *metrics.Metrics, ready ReadyFunc) (*Server, string) {
 	tb.Helper()
-	s := New("127.0.0.1:0", m, ready)
+	s := New("127.0.0.1:0", m, ready, false)
 	if err := s.Start(); err != nil {
 		tb.Fatalf("start: %v", err)
 	}
@@ -157,7 +157,7 @@ func TestStartAddressInUse(t *testing.T) {
 	t.Cleanup(func() { ln.Close() })
 	addr := ln.Addr().String()
 
-	s := New(addr, metrics.New(), nil)
+	s := New(addr, metrics.New(), nil, false)
 	err = s.Start()
 	if err == nil {
 		t.Fatal("Start on a taken port succeeded")
@@ -172,7 +172,7 @@ func TestStartAddressInUse(t *testing.T) {
 
 // TestCloseStopsServing: after Close the port no longer answers.
 func TestCloseStopsServing(t *testing.T) {
-	s := New("127.0.0.1:0", metrics.New(), nil)
+	s := New("127.0.0.1:0", metrics.New(), nil, false)
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -189,5 +189,17 @@ func TestCloseStopsServing(t *testing.T) {
 	http.DefaultClient.CloseIdleConnections()
 	if _, err := http.Get("http://" + addr + "/healthz"); err == nil {
 		t.Fatal("server still answers after Close")
+	}
+}
+
+func TestPprofOptIn(t *testing.T) {
+	s := New("127.0.0.1:0", metrics.New(), nil, true)
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	resp, body := do(t, http.MethodGet, "http://"+s.Addr().String()+"/debug/pprof/")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "goroutine") {
+		t.Fatalf("GET /debug/pprof/: %d %.80q", resp.StatusCode, body)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -27,14 +28,23 @@ type Queue struct {
 
 	callQueue, outbox, deadLetters, history, marks string // quoted table names
 
-	fence func(ctx context.Context, tx pgx.Tx) error
+	fence Fence
 }
 
-// SetFence makes every queue write first run fence inside its transaction
-// (checkpoint.Store.Fence): a deposed leader that wakes up with rows it
-// computed before a pause cannot write them over the new leader's. Call
-// before use.
-func (q *Queue) SetFence(fence func(ctx context.Context, tx pgx.Tx) error) { q.fence = fence }
+// Fence is the leadership check (checkpoint.Store implements it).
+type Fence interface {
+	// FenceQuery returns a query yielding one boolean: true while this
+	// writer's epoch is the pipeline's. It locks what a takeover must wait
+	// for, so it runs first in the writing transaction.
+	FenceQuery() (sql string, args []any)
+	// FenceError is the error to fail with when FenceQuery says false.
+	FenceError() error
+}
+
+// SetFence makes every queue write first run the fence query inside its
+// transaction: a deposed leader that wakes up with rows it computed before
+// a pause cannot write them over the new leader's. Call before use.
+func (q *Queue) SetFence(f Fence) { q.fence = f }
 
 // NewQueue returns the store for pipeline's state in schema. Migrate must
 // have run.
@@ -160,16 +170,11 @@ func (q *Queue) apply(ctx context.Context, del string, delArgs []any, in prepare
 	// no longer exist, then a second notice for the same transaction when
 	// the replay recomputes them from a source that moved on. The chaos
 	// suite's duplicate-(transaction, user) count found this.
-	err := pgx.BeginFunc(ctx, q.pool, func(tx pgx.Tx) error {
-		if q.fence != nil {
-			if err := q.fence(ctx, tx); err != nil {
-				return err
-			}
-		}
-		// One timestamp for the whole batch, microsecond precision like the
-		// column, so entered_at/updated_at of one batch compare equal.
-		now := time.Now().UTC().Truncate(time.Microsecond)
-		b := &pgx.Batch{}
+	//
+	// One timestamp for the whole batch, microsecond precision like the
+	// column, so entered_at/updated_at of one batch compare equal.
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	err := q.inTx(ctx, func(b *pgx.Batch) {
 		b.Queue(del, delArgs...)
 		// The LEFT JOIN filter drops unchanged rows before the upsert, so
 		// they are neither rewritten nor even row-locked (ON CONFLICT DO
@@ -205,11 +210,10 @@ func (q *Queue) apply(ctx context.Context, del string, delArgs []any, in prepare
 					piece = excluded.piece, updated_at = now()`,
 				q.pipeline, mark.File, int64(mark.Pos), mark.GTIDSet, mark.PartialTxn, mark.Piece)
 		}
-		br := tx.SendBatch(ctx, b)
+	}, func(br pgx.BatchResults) error {
 		var changes []queue.Change
 		left, err := br.Query()
 		if err != nil {
-			br.Close()
 			return fmt.Errorf("delete leavers: %w", err)
 		}
 		var r queue.Row
@@ -221,12 +225,10 @@ func (q *Queue) apply(ctx context.Context, del string, delArgs []any, in prepare
 			return nil
 		})
 		if err != nil {
-			br.Close()
 			return fmt.Errorf("delete leavers: %w", err)
 		}
 		up, err := br.Query()
 		if err != nil {
-			br.Close()
 			return fmt.Errorf("upsert rows: %w", err)
 		}
 		var inserted bool
@@ -240,32 +242,106 @@ func (q *Queue) apply(ctx context.Context, del string, delArgs []any, in prepare
 			return nil
 		})
 		if err != nil {
-			br.Close()
 			return fmt.Errorf("upsert rows: %w", err)
 		}
 		if mark != nil {
 			if _, err := br.Exec(); err != nil {
-				br.Close()
 				return fmt.Errorf("store queue mark: %w", err)
 			}
 		}
-		if err := br.Close(); err != nil {
-			return fmt.Errorf("queue batch: %w", err)
-		}
 		sortChanges(changes)
-		if build == nil || len(changes) == 0 {
-			return nil
+		if build != nil && len(changes) > 0 {
+			msgs = build(changes)
 		}
-		msgs = build(changes)
-		if len(msgs) == 0 {
-			return nil
+		return nil
+	}, func(b *pgx.Batch) {
+		if len(msgs) > 0 {
+			q.queueOutbox(b, msgs)
 		}
-		return q.insertOutbox(ctx, tx, msgs)
 	})
 	if err != nil {
 		return nil, err
 	}
 	return msgs, nil
+}
+
+// inTx runs one transaction on one connection in two round trips: BEGIN,
+// the fence and first's statements as one pipelined batch (read by read;
+// when the fence says no, the transaction is rolled back whatever the
+// statements did), then second's statements and COMMIT. pgx.BeginFunc
+// would take a round trip for BEGIN, one for the fence, one per batch and
+// one for COMMIT; at a few hundred microseconds each, under load, they
+// were most of the queue stage's time.
+func (q *Queue) inTx(ctx context.Context, first func(*pgx.Batch), read func(pgx.BatchResults) error, second func(*pgx.Batch)) error {
+	conn, err := q.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	// A connection released inside a transaction (an error path whose
+	// ROLLBACK failed too) is closed by the pool, which ends the
+	// transaction on the server.
+	defer conn.Release()
+	rollback := func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_, _ = conn.Exec(rctx, "ROLLBACK")
+	}
+
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	if q.fence != nil {
+		sql, args := q.fence.FenceQuery()
+		b.Queue(sql, args...)
+	}
+	first(b)
+	br := conn.SendBatch(ctx, b)
+	err = func() error {
+		if _, err := br.Exec(); err != nil {
+			return fmt.Errorf("begin: %w", err)
+		}
+		if q.fence != nil {
+			var ok bool
+			if err := br.QueryRow().Scan(&ok); err != nil {
+				return fmt.Errorf("fence: %w", err)
+			}
+			if !ok {
+				return q.fence.FenceError()
+			}
+		}
+		return read(br)
+	}()
+	if cerr := br.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		rollback()
+		return err
+	}
+
+	b = &pgx.Batch{}
+	if second != nil {
+		second(b)
+	}
+	b.Queue("COMMIT")
+	br = conn.SendBatch(ctx, b)
+	for i := 0; i < b.Len() && err == nil; i++ {
+		var tag pgconn.CommandTag
+		if tag, err = br.Exec(); err != nil {
+			err = fmt.Errorf("commit batch: %w", err)
+		} else if i == b.Len()-1 && tag.String() != "COMMIT" {
+			// COMMIT of a transaction that failed answers ROLLBACK, not
+			// an error.
+			err = fmt.Errorf("commit: the server answered %q", tag.String())
+		}
+	}
+	if cerr := br.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		rollback()
+		return err
+	}
+	return nil
 }
 
 // Mark returns the stored queue mark; ok is false when there is none (a new
@@ -285,7 +361,8 @@ func (q *Queue) Mark(ctx context.Context) (m queue.Mark, ok bool, err error) {
 	return m, true, nil
 }
 
-func (q *Queue) insertOutbox(ctx context.Context, tx pgx.Tx, msgs []notice.Message) error {
+// queueOutbox queues the insert of msgs into the outbox.
+func (q *Queue) queueOutbox(b *pgx.Batch, msgs []notice.Message) {
 	ids := make([]string, len(msgs))
 	subjects := make([]string, len(msgs))
 	data := make([][]byte, len(msgs))
@@ -294,13 +371,9 @@ func (q *Queue) insertOutbox(ctx context.Context, tx pgx.Tx, msgs []notice.Messa
 	}
 	// ORDER BY ord: seq (bigserial) is drawn in the order rows are produced,
 	// so the outbox keeps the order build returned.
-	_, err := tx.Exec(ctx, `INSERT INTO `+q.outbox+` (pipeline, msg_id, subject, data)
+	b.Queue(`INSERT INTO `+q.outbox+` (pipeline, msg_id, subject, data)
 		SELECT $1, i, s, d FROM unnest($2::text[], $3::text[], $4::bytea[]) WITH ORDINALITY AS x(i, s, d, ord)
 		ORDER BY ord`, q.pipeline, ids, subjects, data)
-	if err != nil {
-		return fmt.Errorf("insert %d outbox messages: %w", len(msgs), err)
-	}
-	return nil
 }
 
 // Outbox returns this pipeline's stored messages in the order they were
@@ -356,13 +429,8 @@ func (q *Queue) fenced(ctx context.Context, sql string, args ...any) error {
 		_, err := q.pool.Exec(ctx, sql, args...)
 		return err
 	}
-	return pgx.BeginFunc(ctx, q.pool, func(tx pgx.Tx) error {
-		if err := q.fence(ctx, tx); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, sql, args...)
-		return err
-	})
+	return q.inTx(ctx, func(b *pgx.Batch) { b.Queue(sql, args...) },
+		func(br pgx.BatchResults) error { _, err := br.Exec(); return err }, nil)
 }
 
 // preparedRows holds rows as column arrays for unnest, deduplicated (last

@@ -3,6 +3,7 @@ package pgstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"strconv"
@@ -446,5 +447,52 @@ func TestQueueMark(t *testing.T) {
 	}
 	if _, ok := readQueue(t, pool)[4]; ok {
 		t.Fatal("the queue row of a failed write is stored")
+	}
+}
+
+type testFence struct{ ok *bool }
+
+func (f testFence) FenceQuery() (string, []any) { return `SELECT $1::boolean`, []any{*f.ok} }
+func (f testFence) FenceError() error           { return errFencedForTest }
+
+var errFencedForTest = errors.New("fenced")
+
+// A write whose fence says no changes nothing (rows, mark, outbox), even
+// though its statements ran in the same pipelined batch as the fence.
+func TestFencedWriteChangesNothing(t *testing.T) {
+	t.Parallel()
+	q, pool := newQueue(t)
+	ctx := context.Background()
+	ok := true
+	q.SetFence(testFence{&ok})
+	m1 := queue.Mark{File: "bin.000001", Pos: 10}
+	if _, err := q.Apply(ctx, []uint64{1}, []queue.Row{{UserID: 1, OpenClaims: 1}}, &m1, buildMsgs); err != nil {
+		t.Fatal(err)
+	}
+	ok = false
+	m2 := queue.Mark{File: "bin.000001", Pos: 20}
+	_, err := q.Apply(ctx, []uint64{1, 2}, []queue.Row{{UserID: 2, OpenClaims: 1}}, &m2, buildMsgs)
+	if !errors.Is(err, errFencedForTest) {
+		t.Fatalf("Apply = %v, want the fence's error", err)
+	}
+	if got := readQueue(t, pool); len(got) != 1 || got[1].row.OpenClaims != 1 {
+		t.Fatalf("queue after a fenced write = %+v; want only user 1", got)
+	}
+	if got, _, _ := q.Mark(ctx); got != m1 {
+		t.Fatalf("mark after a fenced write = %+v; want %+v", got, m1)
+	}
+	if msgs, err := q.Outbox(ctx); err != nil || len(msgs) != 1 {
+		t.Fatalf("outbox after a fenced write: %d messages, %v; want the first write's 1", len(msgs), err)
+	}
+	if err := q.ClearOutbox(ctx); !errors.Is(err, errFencedForTest) {
+		t.Fatalf("ClearOutbox = %v, want the fence's error", err)
+	}
+	// The connection went back to the pool outside any transaction.
+	ok = true
+	if err := q.ClearOutbox(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if msgs, _ := q.Outbox(ctx); len(msgs) != 0 {
+		t.Fatalf("outbox after ClearOutbox: %d", len(msgs))
 	}
 }
