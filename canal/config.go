@@ -36,11 +36,14 @@ type Config struct {
 	ReadTimeout time.Duration
 	// MaxTxnBytes bounds the memory a buffered transaction may hold: beyond
 	// it the transaction is handed on in pieces (Txn.Partial). Zero means
-	// 8 MiB.
+	// 2 MiB.
 	MaxTxnBytes int
 	// EventBuffer is the number of decoded binlog events queued between the
 	// network reader and the handler (go-mysql counts events, not bytes: a
-	// rows event is up to about 8 KiB). Zero means 512.
+	// rows event is up to about 8 KiB on the wire and several times that
+	// decoded, every column boxed). Zero means 64: enough for the decoder to
+	// run ahead, while 512 held tens of MiB during a catch-up and kept the
+	// garbage collector busy (profiled with make bench -profile).
 	EventBuffer int
 	// TLS, when set, encrypts the connections to the source.
 	TLS *tls.Config
@@ -52,8 +55,8 @@ type Config struct {
 const (
 	defaultHeartbeat   = 10 * time.Second
 	defaultReadTimeout = 30 * time.Second
-	defaultMaxTxnBytes = 8 << 20
-	defaultEventBuffer = 512
+	defaultMaxTxnBytes = 2 << 20
+	defaultEventBuffer = 64
 )
 
 func (c Config) withDefaults() Config {

@@ -268,15 +268,15 @@ func (b *bench) catchUpScenario(ctx context.Context, p *proc, pc pipeCfg, cfgPat
 			return nil, p, err
 		}
 		wait := func() {}
-		if run == 1 {
+		if run == 1 && b.o.profile != "" {
 			// The HTTP server needs a moment after the process starts.
 			time.Sleep(200 * time.Millisecond)
 			wait = b.profileCPU(ctx, pc, "catchup", 15*time.Second)
 		}
 		err = b.waitCaughtUp(ctx, p, pc.schema, head, 30*time.Minute)
-		wait()
 		drainTook := time.Since(p.started)
 		r := benchkit.CatchUpRun{Resources: s.Stop()}
+		wait()
 		if err != nil {
 			return nil, p, err
 		}

@@ -42,7 +42,7 @@ type Config struct {
 	Pipeline      string // CloudEvents source is "dialsync/<Pipeline>"
 	SubjectPrefix string // default "dialsync"
 	MaxBatchTxns  int    // default 2000
-	MaxBatchBytes int    // default 8 MiB; also bounds memory queued ahead of the loop (x2)
+	MaxBatchBytes int    // default 2 MiB; also bounds memory queued ahead of the loop (x2)
 	// BatchWindow is how long the loop waits for more transactions after the
 	// first one when none are queued. Zero (the default) means no waiting:
 	// batches still grow by themselves under load, because everything that
@@ -284,7 +284,7 @@ func New(cfg Config, deps Deps, log *slog.Logger) *Loop {
 		cfg.MaxBatchTxns = 2000
 	}
 	if cfg.MaxBatchBytes <= 0 {
-		cfg.MaxBatchBytes = 8 << 20
+		cfg.MaxBatchBytes = 2 << 20
 	}
 	if cfg.RetryInitial <= 0 {
 		cfg.RetryInitial = 100 * time.Millisecond

@@ -377,9 +377,9 @@ func Default() *Config {
 		HTTP: HTTPConfig{Listen: "127.0.0.1:9120"},
 		Apply: ApplyConfig{
 			MaxBatchTxns:  2000,
-			MaxBatchBytes: 8 * MiB,
+			MaxBatchBytes: 2 * MiB,
 			BatchWindow:   Dur(0),
-			MaxTxnBytes:   8 * MiB,
+			MaxTxnBytes:   2 * MiB,
 			RetryInitial:  Dur(100 * time.Millisecond),
 			RetryMax:      Dur(10 * time.Second),
 		},
