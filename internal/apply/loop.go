@@ -680,7 +680,8 @@ type batchWork struct {
 	bytes     int
 	st        BatchStats
 	order     []touch
-	users     []uint64
+	users     []uint64 // every touched user: their cache keys go
+	recompute []uint64 // the users whose queue rows are recomputed (users, less a replay's covered ones)
 	rows      []queue.Row
 	queueMsgs []notice.Message
 	save      saveReq
@@ -835,24 +836,27 @@ func (l *Loop) prepare(work, stop context.Context, batch []*canal.Txn) (*batchWo
 			}
 		}
 	}
+	users = dedupe(users)
+	st.Users = len(users)
 	// Users touched only by transactions whose queue writes are already
-	// durable (a replay after a crash) keep their rows.
+	// durable (a replay after a crash) keep their rows. Their cache keys
+	// still go: the crash may have come between the queue write and the
+	// deletion.
+	recompute := users
 	if k := l.covered(batch); k > 0 {
 		last := make(map[uint64]int, len(users))
 		for _, tc := range order {
 			last[tc.user] = tc.txn
 		}
-		users = slices.DeleteFunc(users, func(u uint64) bool { return last[u] < k })
+		recompute = slices.DeleteFunc(slices.Clone(users), func(u uint64) bool { return last[u] < k })
 		st.Replayed = k
 	}
-	users = dedupe(users)
-	st.Users = len(users)
 
-	// The queue rule, evaluated now for the touched users.
+	// The queue rule, evaluated now for the users whose rows may change.
 	var rows []queue.Row
-	if len(users) > 0 {
+	if len(recompute) > 0 {
 		if err := l.retry(stop, "evaluate queue rule", func() (err error) {
-			rows, err = l.deps.Lookup.QueueRows(work, users)
+			rows, err = l.deps.Lookup.QueueRows(work, recompute)
 			return err
 		}); err != nil {
 			return nil, err
@@ -863,7 +867,7 @@ func (l *Loop) prepare(work, stop context.Context, batch []*canal.Txn) (*batchWo
 	// The checkpoint this batch allows: the end of its last whole
 	// transaction. The map entries learned up to it travel with it (the
 	// maps go on changing as later batches are prepared).
-	w := &batchWork{batch: batch, st: st, order: order, users: users, rows: rows}
+	w := &batchWork{batch: batch, st: st, order: order, users: users, recompute: recompute, rows: rows}
 	for i := len(batch) - 1; i >= 0; i-- {
 		if !batch[i].Partial {
 			w.save.pos = batch[i].End
@@ -882,7 +886,7 @@ func (l *Loop) prepare(work, stop context.Context, batch []*canal.Txn) (*batchWo
 
 // writeQueue is stage 2: dead letters, then the queue rows in PostgreSQL.
 func (l *Loop) writeQueue(work, stop context.Context, w *batchWork) error {
-	st, batch, users, rows := &w.st, w.batch, w.users, w.rows
+	st, batch, users, rows := &w.st, w.batch, w.recompute, w.rows
 	// Dead letters are durable before anything moves past them.
 	for _, d := range st.DeadLetters {
 		if err := l.retry(stop, "record dead letter", func() error { return l.deps.DeadLetters.AddDeadLetter(work, d) }); err != nil {
