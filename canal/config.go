@@ -50,6 +50,9 @@ type Config struct {
 	// Logger receives this package's logs and go-mysql's; nil means
 	// slog.Default().
 	Logger *slog.Logger
+	// OnRestart, when set, is called each time Run restarts the stream
+	// after a transient error (a lost connection, mostly).
+	OnRestart func(err error)
 }
 
 const (

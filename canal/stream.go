@@ -71,6 +71,9 @@ func Run(ctx context.Context, cfg Config, from Position, h func(context.Context,
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
 		log.Warn("binlog stream interrupted; restarting", "error", err, "from", pos.String(), "after", wait)
+		if cfg.OnRestart != nil {
+			cfg.OnRestart(err)
+		}
 		select {
 		case <-ctx.Done():
 			return nil

@@ -117,6 +117,9 @@ type env struct {
 	pub      *publish.Publisher
 	keys     *handlers.Keys
 	canalCfg canal.Config
+	// reconnected counts a re-established connection to server (set by
+	// run for its metrics; nil elsewhere).
+	reconnected func(server string)
 }
 
 // openEnv connects to PostgreSQL (and migrates) and prepares the source
@@ -202,6 +205,11 @@ func (e *env) connectSinks(ctx context.Context) error {
 		Storage: cfg.NATS.Storage, Name: "dialsync-" + cfg.Pipeline.Name, TLS: natsTLS,
 		CredsFile: cfg.NATS.CredsFile, NKeyFile: cfg.NATS.NKeyFile, Token: cfg.NATS.Token,
 		User: cfg.NATS.User, Password: cfg.NATS.Password, AckTimeout: cfg.NATS.AckTimeout.Duration(),
+		OnReconnect: func() {
+			if e.reconnected != nil {
+				e.reconnected("nats")
+			}
+		},
 	}, log)
 	return err
 }

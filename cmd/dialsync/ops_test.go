@@ -22,6 +22,7 @@ import (
 
 	"dialsync/internal/demo"
 	"dialsync/internal/publish/natstest"
+	"dialsync/internal/testenv"
 )
 
 // Production-readiness tests: metrics under a real workload, /readyz
@@ -394,7 +395,8 @@ func TestReadyzFollowsServers(t *testing.T) {
 	rs := startRedis(t)
 	t.Setenv("DIALSYNC_REDIS_ADDR", rs.addr())
 	ns := natstest.Start(t)
-	p := newPipe(t, pipeOpt{natsURL: ns.URL})
+	// A private MariaDB: the test kills its binlog dump connection.
+	p := newPipe(t, pipeOpt{natsURL: ns.URL, my: testenv.StartMariaDB(t, testenv.MariaDBOptions{})})
 	p.start()
 
 	body := waitReadyz(t, p, base, 30*time.Second, http.StatusOK, `"redis"`, `"nats"`, `"mysql"`, `"postgres"`)
@@ -418,6 +420,18 @@ func TestReadyzFollowsServers(t *testing.T) {
 	t.Logf("nats down: %s", body)
 	ns.Restart()
 	waitReadyz(t, p, base, 30*time.Second, http.StatusOK)
+	if n, _ := scrape(t, base).sum("dialsync_reconnects_total", `server="nats"`); n < 1 {
+		t.Errorf("dialsync_reconnects_total{server=\"nats\"} = %v after a NATS restart; want >= 1", n)
+	}
+
+	// The source drops the binlog connection: the stream restarts from the
+	// last applied transaction and the restart is counted.
+	dump := p.my.QueryString(t, "SELECT id FROM information_schema.PROCESSLIST WHERE command LIKE 'Binlog Dump%' LIMIT 1")
+	p.my.Exec(t, "KILL "+dump)
+	waitFor(t, 30*time.Second, "a counted binlog stream restart", func() bool {
+		n, _ := scrape(t, base).sum("dialsync_reconnects_total", `server="mysql"`)
+		return n >= 1
+	})
 
 	// Still streaming after both outages.
 	p.exec("UPDATE users SET status = 'active' WHERE id = 1")

@@ -87,6 +87,8 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	mon.setLeader(lease.Epoch())
 	log.Info("leader", "epoch", lease.Epoch())
 
+	env.reconnected = func(server string) { mon.m.Reconnects.WithLabelValues(server).Inc() }
+	env.canalCfg.OnRestart = func(error) { env.reconnected("mysql") }
 	if err := env.connectSinks(ctx); err != nil {
 		return err
 	}

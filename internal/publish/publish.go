@@ -59,6 +59,9 @@ type Config struct {
 	// AckTimeout bounds the wait for each message's ack; 0 = 5s. A timed out
 	// ack fails Publish (the caller retries the whole batch).
 	AckTimeout time.Duration
+	// OnReconnect, when set, is called after the connection to NATS was
+	// re-established.
+	OnReconnect func()
 }
 
 func (c *Config) defaults() {
@@ -140,6 +143,9 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Publisher, err
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("nats reconnected", "server", nc.ConnectedUrlRedacted())
+			if cfg.OnReconnect != nil {
+				cfg.OnReconnect()
+			}
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			log.Warn("nats async error", "err", err)
