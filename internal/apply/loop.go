@@ -69,10 +69,7 @@ type BatchStats struct {
 	Txns, Changes, Users, Keys, Notices int
 	QueueChanges                        []queue.Change
 	Unresolved                          int
-	// Replayed counts the batch's transactions whose queue writes were
-	// already durable (see Loop.SetMark).
-	Replayed    int
-	DeadLetters []DeadLetter
+	DeadLetters                         []DeadLetter
 	// Rows counts changes by table and operation.
 	Rows         map[RowKey]int
 	Checkpoint   canal.Position // zero when the batch ended inside a large transaction
@@ -849,7 +846,6 @@ func (l *Loop) prepare(work, stop context.Context, batch []*canal.Txn) (*batchWo
 			last[tc.user] = tc.txn
 		}
 		recompute = slices.DeleteFunc(slices.Clone(users), func(u uint64) bool { return last[u] < k })
-		st.Replayed = k
 	}
 
 	// The queue rule, evaluated now for the users whose rows may change.
