@@ -117,6 +117,9 @@ type env struct {
 	pub      *publish.Publisher
 	keys     *handlers.Keys
 	canalCfg canal.Config
+	// orderedCommits: the source's binlog_order_commits is ON (read by
+	// connectSinks).
+	orderedCommits bool
 	// reconnected counts a re-established connection to server (set by
 	// run for its metrics; nil elsewhere).
 	reconnected func(server string)
@@ -223,7 +226,22 @@ func (e *env) connectLookup(ctx context.Context) error {
 		Addr: lk.Addr, User: lk.User, Password: lk.Password, Database: lk.Database,
 		TLS: e.canalCfg.TLS, QueueSQL: e.cfg.Rules.QueueSQL,
 	}, e.log)
-	return err
+	if err != nil {
+		return err
+	}
+	// binlog_order_commits (default ON on MySQL and MariaDB) lets the commit
+	// barrier wait on one row per batch instead of one per transaction.
+	// https://mariadb.com/kb/en/replication-and-binary-log-system-variables/#binlog_order_commits
+	vars, err := e.lookup.GlobalVars(ctx, "binlog_order_commits")
+	if err != nil {
+		e.log.Warn("cannot read binlog_order_commits; the commit barrier locks one row per transaction", "err", err)
+		return nil
+	}
+	e.orderedCommits = strings.EqualFold(vars["binlog_order_commits"], "ON")
+	if !e.orderedCommits {
+		e.log.Info("binlog_order_commits is not ON; the commit barrier locks one row per transaction")
+	}
+	return nil
 }
 
 // newLoop builds the apply loop; mon (may be nil) receives its hooks.
@@ -242,14 +260,15 @@ func (e *env) newLoop(log *slog.Logger, mon *monitor) *apply.Loop {
 		DeadLetter: func(table string) bool {
 			return e.cfg.Tables.OnErrorFor(table) == config.OnErrorDeadLetter
 		},
-		Pipeline:      e.cfg.Pipeline.Name,
-		SubjectPrefix: e.cfg.NATS.SubjectPrefix,
-		MaxBatchTxns:  a.MaxBatchTxns,
-		MaxBatchBytes: int(a.MaxBatchBytes),
-		BatchWindow:   a.BatchWindow.Duration(),
-		RetryInitial:  a.RetryInitial.Duration(),
-		RetryMax:      a.RetryMax.Duration(),
-		Keys:          e.keys,
+		Pipeline:       e.cfg.Pipeline.Name,
+		SubjectPrefix:  e.cfg.NATS.SubjectPrefix,
+		MaxBatchTxns:   a.MaxBatchTxns,
+		MaxBatchBytes:  int(a.MaxBatchBytes),
+		BatchWindow:    a.BatchWindow.Duration(),
+		RetryInitial:   a.RetryInitial.Duration(),
+		RetryMax:       a.RetryMax.Duration(),
+		Keys:           e.keys,
+		OrderedCommits: e.orderedCommits,
 	}, apply.Deps{
 		Lookup: e.lookup, Queue: e.queue, Cache: e.cache, Publisher: e.pub, Checkpoint: e.ckpt,
 		DeadLetters: deadLetters{e.queue},

@@ -59,6 +59,12 @@ type Config struct {
 	OnSaved func(pos canal.Position, took time.Duration)
 	// OnRetry, when set, is called for every failed attempt of a stage.
 	OnRetry func(op string, err error)
+	// OrderedCommits says the source commits in binlog order
+	// (binlog_order_commits = ON, the MySQL and MariaDB default): then the
+	// commit barrier needs one row of a batch's last transaction, since its
+	// commit being visible implies every earlier one is. Otherwise it locks
+	// one row per transaction.
+	OrderedCommits bool
 	// DeadLetter says whether a table's rows that cannot be processed go to
 	// dead letters (true) or halt the pipeline (false, and when nil).
 	DeadLetter func(table string) bool
@@ -773,14 +779,21 @@ func (l *Loop) prepare(work, stop context.Context, batch []*canal.Txn) (*batchWo
 
 	t0 := time.Now()
 	// Commit barrier: every lookup below must see the batch's transactions.
-	// One row per transaction is enough: its rows commit atomically.
+	// One row per transaction is enough: its rows commit atomically. With
+	// commits in binlog order, the last transaction's row is enough.
 	barrier := map[string][]uint64{}
-	for _, t := range batch {
+	for i := len(batch) - 1; i >= 0; i-- {
+		t := batch[i]
+		found := false
 		for j := range t.Changes {
 			if id, ok := rowID(&t.Changes[j]); ok {
 				barrier[t.Changes[j].Table] = append(barrier[t.Changes[j].Table], id)
+				found = true
 				break
 			}
+		}
+		if found && l.cfg.OrderedCommits {
+			break
 		}
 	}
 	if len(barrier) > 0 {

@@ -37,6 +37,7 @@ type fakes struct {
 	storedOwners   map[uint64]uint64
 	storedPointers map[uint64]uint64
 	savedCh        chan canal.Position
+	barriers       []map[string][]uint64
 	mark           *queue.Mark // the last mark Apply stored
 	applied        [][]uint64  // users of every Apply call
 }
@@ -63,7 +64,12 @@ func (f *fakes) callList() []string {
 	return slices.Clone(f.calls)
 }
 
-func (f *fakes) CommitBarrier(context.Context, map[string][]uint64) error { return f.step("barrier") }
+func (f *fakes) CommitBarrier(_ context.Context, rows map[string][]uint64) error {
+	f.mu.Lock()
+	f.barriers = append(f.barriers, rows)
+	f.mu.Unlock()
+	return f.step("barrier")
+}
 
 func (f *fakes) ClaimOwners(_ context.Context, ids []uint64) (map[uint64]uint64, error) {
 	if err := f.step("claims"); err != nil {
@@ -666,5 +672,49 @@ func TestReplayKeepsMarkedQueueRows(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The commit barrier locks one row per transaction, or, when the source
+// commits in binlog order, one row of the batch's last transaction with a
+// tracked row.
+func TestCommitBarrierRows(t *testing.T) {
+	for _, ordered := range []bool{false, true} {
+		f := newFakes()
+		applied := make(chan BatchStats, 10)
+		l := newTestLoop(t, f, applied)
+		l.cfg.OrderedCommits = ordered
+		req := canal.Change{Table: "claim_requirements", Op: canal.Insert, After: canal.Row{int64(9), int64(70)}}
+		f.owners[70] = 7
+		for _, tx := range []*canal.Txn{txn("0-1-5", 500, userUpdate(7, "status")), txn("0-1-6", 600, userUpdate(8, "status")),
+			txn("0-1-7", 700, req), txn("0-1-8", 800)} {
+			if err := l.Submit(context.Background(), tx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		runLoop(t, l)
+		for n := 0; n < 4; {
+			n += (<-applied).Txns
+		}
+		f.mu.Lock()
+		got := map[string][]uint64{}
+		for _, b := range f.barriers {
+			for tbl, ids := range b {
+				got[tbl] = append(got[tbl], ids...)
+			}
+		}
+		batches := len(f.barriers)
+		f.mu.Unlock()
+		if batches == 1 {
+			want := map[string][]uint64{"users": {8, 7}, "claim_requirements": {9}}
+			if ordered {
+				want = map[string][]uint64{"claim_requirements": {9}}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("ordered=%v: barrier rows %v, want %v", ordered, got, want)
+			}
+		} else if !ordered && len(got["users"])+len(got["claim_requirements"]) != 3 {
+			t.Fatalf("ordered=%v: barrier rows %v over %d batches, want one per transaction with rows", ordered, got, batches)
+		}
 	}
 }
