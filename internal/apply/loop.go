@@ -385,9 +385,8 @@ func (l *Loop) Run(ctx context.Context) error {
 	defer func() { stopSaver(); <-saverDone }()
 
 	// The stages run as a pipeline: while batch N is written to
-	// PostgreSQL, batch N+1 is prepared; while N's keys are deleted, N+1 is
-	// written; while N's notices are published, N+1's keys are deleted.
-	// Each stage is one goroutine taking batches in order,
+	// PostgreSQL, batch N+1 is prepared; while N goes to Redis and NATS,
+	// N+1 is written. Each stage is one goroutine taking batches in order,
 	// so every store still sees every write in binlog order (invariant 4),
 	// and each batch still goes through the four steps in order
 	// (invariants 1 and 3). A stage that fails drops every later batch, so
@@ -396,8 +395,8 @@ func (l *Loop) Run(ctx context.Context) error {
 	// (a clean stop stores its checkpoint); only a second signal, which
 	// kills the process, cuts them short.
 	work := context.WithoutCancel(ctx)
-	toQueue, toRedis, toNATS := make(chan *batchWork, 1), make(chan *batchWork, 1), make(chan *batchWork, 1)
-	stageErr := make(chan error, 3)
+	toQueue, toFinish := make(chan *batchWork, 1), make(chan *batchWork, 1)
+	stageErr := make(chan error, 2)
 	var pending sync.WaitGroup // batches handed to the stages and not done
 	done := func(w *batchWork) {
 		l.release(w.bytes)
@@ -424,11 +423,10 @@ func (l *Loop) Run(ctx context.Context) error {
 		}
 	}
 	finished := make(chan struct{})
-	go stage(toQueue, toRedis, func(w *batchWork) error { return l.writeQueue(work, ctx, w) })
-	go stage(toRedis, toNATS, func(w *batchWork) error { return l.deleteKeys(work, ctx, w) })
+	go stage(toQueue, toFinish, func(w *batchWork) error { return l.writeQueue(work, ctx, w) })
 	go func() {
 		defer close(finished)
-		stage(toNATS, nil, func(w *batchWork) error { return l.publish(work, ctx, w) })
+		stage(toFinish, nil, func(w *batchWork) error { return l.finish(work, ctx, w) })
 	}()
 	defer func() { close(toQueue); <-finished }()
 	// drain waits until every batch handed on is done.
@@ -933,10 +931,10 @@ func (l *Loop) writeQueue(work, stop context.Context, w *batchWork) error {
 	return nil
 }
 
-// deleteKeys is stage 3: the batch's cache keys in Redis. It runs before
-// the batch's notices go out (stage 4): invariant 3.
-func (l *Loop) deleteKeys(work, stop context.Context, w *batchWork) error {
-	st, users, queueMsgs := &w.st, w.users, w.queueMsgs
+// finish is stage 3: Redis, then NATS, then the checkpoint goes to the
+// saver.
+func (l *Loop) finish(work, stop context.Context, w *batchWork) error {
+	st, batch, users, order, queueMsgs := &w.st, w.batch, w.users, w.order, w.queueMsgs
 	// 2. Redis: delete every touched user's keys, and the queue keys when
 	// queue membership or a queued row changed.
 	t0 := time.Now()
@@ -954,16 +952,11 @@ func (l *Loop) deleteKeys(work, stop context.Context, w *batchWork) error {
 		}
 	}
 	st.Stages[StageRedis] = time.Since(t0)
-	return nil
-}
 
-// publish is stage 4: NATS, then the checkpoint goes to the saver.
-func (l *Loop) publish(work, stop context.Context, w *batchWork) error {
-	st, batch, order, queueMsgs := &w.st, w.batch, w.order, w.queueMsgs
 	// 3. NATS: one user.changed per (source transaction, user). A large
 	// transaction's pieces accumulate until its last piece, so each user
 	// gets exactly one notice per transaction.
-	t0 := time.Now()
+	t0 = time.Now()
 	msgs := queueMsgs
 	for _, tc := range order {
 		t := batch[tc.txn]

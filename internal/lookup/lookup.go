@@ -336,49 +336,22 @@ func (l *Lookup) QueueRows(ctx context.Context, userIDs []uint64) ([]queue.Row, 
 	ids := slices.Clone(userIDs)
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
-	// Pieces of at most ruleChunk users, two at a time on two connections:
-	// one rule query is one server thread, and per-query time grew faster
-	// than the list (in make bench's fastest-rate scenario, lookups for
-	// batches of ~1,500 users took 7x as long as for ~500).
-	var chunks [][]uint64
-	for len(ids) > 0 {
-		n := min(len(ids), ruleChunk)
-		chunks, ids = append(chunks, ids[:n]), ids[n:]
-	}
-	parts := make([][]queue.Row, len(chunks))
-	errs := make([]error, len(chunks))
-	sem := make(chan struct{}, 2)
-	var wg sync.WaitGroup
-	for i, batch := range chunks {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			start := time.Now()
-			parts[i], errs[i] = l.evaluate(ctx, l.inPredicate(batch), func(u uint64) bool {
-				_, found := slices.BinarySearch(batch, u)
-				return found
-			})
-			if errs[i] != nil {
-				errs[i] = fmt.Errorf("evaluate queue rule for %d users: %w", len(batch), errs[i])
-				return
-			}
-			l.log.Debug("queue rule evaluated", "users", len(batch), "queued", len(parts[i]), "took", time.Since(start))
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
 	var out []queue.Row
-	for _, p := range parts {
-		out = append(out, p...)
+	for _, batch := range batches(ids) {
+		start := time.Now()
+		rows, err := l.evaluate(ctx, l.inPredicate(batch), func(u uint64) bool {
+			_, found := slices.BinarySearch(batch, u)
+			return found
+		})
+		if err != nil {
+			return nil, fmt.Errorf("evaluate queue rule for %d users: %w", len(batch), err)
+		}
+		l.log.Debug("queue rule evaluated", "users", len(batch), "queued", len(rows), "took", time.Since(start))
+		out = append(out, rows...)
 	}
 	sortRows(out)
 	return out, nil
 }
-
-// ruleChunk is the most users one queue rule query (QueueRows) carries.
-const ruleChunk = 500
 
 // QueueRowsRange evaluates the rule for the next chunk of users in id
 // order: those with id in (afterID, X], where X (returned as lastID) is the
