@@ -118,7 +118,7 @@ type env struct {
 	keys     *handlers.Keys
 	canalCfg canal.Config
 	// orderedCommits: the source's binlog_order_commits is ON (read by
-	// connectSinks).
+	// connectLookup).
 	orderedCommits bool
 	// reconnected counts a re-established connection to server (set by
 	// run for its metrics; nil elsewhere).

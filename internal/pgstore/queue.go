@@ -70,8 +70,7 @@ func NewQueue(pool *pgxpool.Pool, schema, pipeline string) *Queue {
 // in the same transaction; Apply returns them. mark, when not nil, is stored
 // in the same transaction too (see Mark).
 //
-// Round trips: BEGIN, one batch (delete + upsert + mark), one outbox insert
-// when there are messages, COMMIT, whatever the batch size.
+// Round trips: two, whatever the batch size (see inTx).
 func (q *Queue) Apply(ctx context.Context, users []uint64, rows []queue.Row, mark *queue.Mark,
 	build func([]queue.Change) []notice.Message) ([]notice.Message, error) {
 	in, err := prepareRows(rows)
