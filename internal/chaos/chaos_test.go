@@ -494,8 +494,8 @@ level = "info"
 	fmt.Fprintf(&b, "cache: %d keys set, %d present at the end, %d ambiguous (touched only while the SET was in flight)\n", f.KeysSet, f.KeysPresent, f.AmbiguousKeys)
 	fmt.Fprintf(&b, "queue: %d rows expected by the rule, %d in call_queue\n", f.ExpectedQueue, f.ActualQueue)
 	fmt.Fprintf(&b, "user.changed notices for a recorded transaction but a user it did not list (informational): %d\n", f.Unattributed)
-	fmt.Fprintf(&b, "RESULT: changes lost %d | duplicate ids %d | duplicate (transaction, user) %d | id/header mismatch %d | stale cache keys %d (unknown values %d) | queue drift %d | checkpoint regressions %d\n",
-		f.Lost, f.DupIDs, f.DupPairs, f.IDMismatch, f.StaleKeys, f.UnknownTokens, f.Drift, len(regressions))
+	fmt.Fprintf(&b, "RESULT: changes lost %d | duplicate ids %d | duplicate (transaction, user) %d | id/header mismatch %d | stale cache keys %d (unknown values %d) | queue drift %d | stale queue notices %d | checkpoint regressions %d\n",
+		f.Lost, f.DupIDs, f.DupPairs, f.IDMismatch, f.StaleKeys, f.UnknownTokens, f.Drift, f.StaleQueueNotices, len(regressions))
 	for _, e := range f.Examples {
 		fmt.Fprintf(&b, "  %s\n", e)
 	}

@@ -114,3 +114,45 @@ func TestGTIDSeq(t *testing.T) {
 		}
 	}
 }
+
+func queueMsg(t *testing.T, id, kind string, user uint64, open, pending int64, oldest any) streamMsg {
+	t.Helper()
+	var n wireNotice
+	raw := map[string]any{"id": id, "type": "dialsync.queue." + kind, "subject": "x",
+		"data": map[string]any{"user_id": user, "open_claims": open, "pending_requirements": pending,
+			"oldest_pending_at": oldest, "source": map[string]any{"gtid": id, "txn": id}}}
+	b, err := json.Marshal(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &n); err != nil {
+		t.Fatal(err)
+	}
+	return streamMsg{n: n, msgID: id}
+}
+
+// A user's last queue notice must match its final call_queue row: a
+// subscriber following the notices would otherwise hold a wrong row.
+func TestCheckerCountsStaleQueueNotices(t *testing.T) {
+	msgs := []streamMsg{
+		queueMsg(t, "q1", "entered", 1, 1, 2, "2024-01-02T03:04:05Z"),
+		queueMsg(t, "q2", "updated", 1, 1, 3, "2024-01-02T03:04:05Z"), // last for 1: matches
+		queueMsg(t, "q3", "entered", 2, 1, 1, nil),
+		queueMsg(t, "q4", "left", 2, 1, 1, nil),    // last for 2: left, but still queued
+		queueMsg(t, "q5", "updated", 3, 2, 2, nil), // last for 3: stale values
+		queueMsg(t, "q6", "left", 4, 1, 1, nil),    // left and gone: fine
+	}
+	f := &figures{}
+	checkNotices(f, nil, msgs)
+	got := map[uint64]queueRow{
+		1: {1, 3, 1704164645},
+		2: {1, 1, -1},
+		3: {2, 1, -1},
+	}
+	if err := checkQueueNotices(f, got); err != nil {
+		t.Fatal(err)
+	}
+	if f.StaleQueueNotices != 2 {
+		t.Fatalf("stale queue notices %d, want 2 (users 2 and 3)\n%v", f.StaleQueueNotices, f.Examples)
+	}
+}

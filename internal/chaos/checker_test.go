@@ -28,7 +28,11 @@ type wireNotice struct {
 	Subject string `json:"subject"`
 	Data    struct {
 		UserID uint64 `json:"user_id"`
-		Source struct {
+		// Queue notices carry the whole row.
+		OpenClaims          int64   `json:"open_claims"`
+		PendingRequirements int64   `json:"pending_requirements"`
+		OldestPendingAt     *string `json:"oldest_pending_at"`
+		Source              struct {
 			GTID string `json:"gtid"`
 			Txn  string `json:"txn"`
 		} `json:"source"`
@@ -110,6 +114,13 @@ type figures struct {
 	ExpectedQueue, ActualQueue, Drift int
 	DriftUsers                        []uint64
 
+	// lastQueue is each user's last queue notice in stream order;
+	// StaleQueueNotices counts users whose last one disagrees with their
+	// final call_queue row (a subscriber following queue notices would
+	// hold a wrong row).
+	lastQueue         map[uint64]wireNotice
+	StaleQueueNotices int
+
 	Examples []string
 }
 
@@ -120,7 +131,7 @@ func (f *figures) example(format string, args ...any) {
 }
 
 func (f *figures) bad() int {
-	return f.Lost + f.DupIDs + f.DupPairs + f.IDMismatch + f.StaleKeys + f.UnknownTokens + f.Drift
+	return f.Lost + f.DupIDs + f.DupPairs + f.IDMismatch + f.StaleKeys + f.UnknownTokens + f.Drift + f.StaleQueueNotices
 }
 
 // checkNotices: every recorded (transaction, user) has a user.changed
@@ -155,6 +166,12 @@ func checkNotices(f *figures, txns []committed, msgs []streamMsg) {
 		}
 		if n.Type == userChanged {
 			changed[n.txn()+"|"+strconv.FormatUint(n.Data.UserID, 10)] = true
+		}
+		if strings.HasPrefix(n.Type, "dialsync.queue.") {
+			if f.lastQueue == nil {
+				f.lastQueue = map[uint64]wireNotice{}
+			}
+			f.lastQueue[n.Data.UserID] = n
 		}
 	}
 	f.Txns = len(txns)
@@ -308,6 +325,34 @@ GROUP BY usr.id`)
 			f.Drift++
 			f.DriftUsers = append(f.DriftUsers, id)
 			f.example("DRIFT: user %d queued (%+v) but does not qualify", id, g)
+		}
+	}
+	return checkQueueNotices(f, got)
+}
+
+// checkQueueNotices: each user's last queue notice must agree with the
+// user's final call_queue row (got).
+func checkQueueNotices(f *figures, got map[uint64]queueRow) error {
+	for id, n := range f.lastQueue {
+		g, queued := got[id]
+		if n.Type == "dialsync.queue.left" {
+			if queued {
+				f.StaleQueueNotices++
+				f.example("STALE QUEUE NOTICE: user %d is queued (%+v) but its last queue notice is %s", id, g, n.ID)
+			}
+			continue
+		}
+		said := queueRow{n.Data.OpenClaims, n.Data.PendingRequirements, -1}
+		if n.Data.OldestPendingAt != nil {
+			t, err := time.Parse(time.RFC3339Nano, *n.Data.OldestPendingAt)
+			if err != nil {
+				return fmt.Errorf("notice %s: oldest_pending_at %q: %w", n.ID, *n.Data.OldestPendingAt, err)
+			}
+			said.oldest = t.Unix()
+		}
+		if !queued || g != said {
+			f.StaleQueueNotices++
+			f.example("STALE QUEUE NOTICE: user %d: last queue notice %s says %+v, call_queue has %+v (queued %v)", id, n.ID, said, g, queued)
 		}
 	}
 	return nil
