@@ -27,11 +27,7 @@ func TestLeaseStaleHolderIsDeposed(t *testing.T) {
 	t.Parallel()
 	pool, connString := migrated(t)
 	ctx := context.Background()
-	l1, err := AcquireLeaseWith(ctx, connString, "dialsync", "main", "one", fastLease, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l1.Release(context.Background()) })
+	l1 := holdLease(t, connString, "one")
 	s1 := NewStore(pool, "dialsync", "main")
 	s1.SetEpoch(l1.Epoch())
 	p1 := canal.Position{GTIDSet: "0-1-10"}
@@ -41,11 +37,7 @@ func TestLeaseStaleHolderIsDeposed(t *testing.T) {
 	pause(l1)
 	paused := time.Now()
 
-	l2, err := AcquireLeaseWith(ctx, connString, "dialsync", "main", "two", fastLease, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l2.Release(context.Background()) })
+	l2 := holdLease(t, connString, "two")
 	took := time.Since(paused)
 	t.Logf("takeover %s after the leader paused (TTL %s)", took, fastLease.TTL)
 	if took < fastLease.TTL-fastLease.CheckInterval {
@@ -66,7 +58,7 @@ func TestLeaseStaleHolderIsDeposed(t *testing.T) {
 	}
 	// It wakes up and tries to move the checkpoint: fenced, and fatal to the
 	// apply loop (internal/apply.IsFatal looks for Fatal() bool).
-	err = s1.Save(ctx, canal.Position{GTIDSet: "0-1-99"}, nil, nil)
+	err := s1.Save(ctx, canal.Position{GTIDSet: "0-1-99"}, nil, nil)
 	if !errors.Is(err, ErrFenced) {
 		t.Fatalf("deposed leader save: %v; want ErrFenced", err)
 	}
@@ -85,11 +77,7 @@ func TestLeaseHealthyLeaderIsNotDeposed(t *testing.T) {
 	t.Parallel()
 	pool, connString := migrated(t)
 	ctx := context.Background()
-	l1, err := AcquireLeaseWith(ctx, connString, "dialsync", "main", "one", fastLease, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l1.Release(context.Background()) })
+	l1 := holdLease(t, connString, "one")
 	wait, cancel := context.WithTimeout(ctx, 4*fastLease.TTL)
 	defer cancel()
 	if _, err := AcquireLeaseWith(wait, connString, "dialsync", "main", "two", fastLease, testLogger(t)); !errors.Is(err, context.DeadlineExceeded) {
@@ -119,11 +107,7 @@ func TestLeaseLeaderGivesUpWhenRenewalStalls(t *testing.T) {
 	t.Parallel()
 	pool, connString := migrated(t)
 	ctx := context.Background()
-	l, err := AcquireLeaseWith(ctx, connString, "dialsync", "main", "one", fastLease, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Release(context.Background()) })
+	l := holdLease(t, connString, "one")
 	// The first renewal creates the heartbeat row.
 	for deadline := time.Now().Add(5 * time.Second); ; {
 		var n int
@@ -255,11 +239,7 @@ func TestLeaseDeposesLeaderPausedMidSave(t *testing.T) {
 	t.Parallel()
 	pool, connString := migrated(t)
 	ctx := context.Background()
-	l1, err := AcquireLeaseWith(ctx, connString, "dialsync", "main", "one", fastLease, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l1.Release(context.Background()) })
+	l1 := holdLease(t, connString, "one")
 	tx, err := pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -293,11 +273,7 @@ func TestLeaseHeartbeatNotBlockedByFencedWrites(t *testing.T) {
 	t.Parallel()
 	pool, connString := migrated(t)
 	ctx := context.Background()
-	l, err := AcquireLeaseWith(ctx, connString, "dialsync", "main", "one", fastLease, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Release(context.Background()) })
+	l := holdLease(t, connString, "one")
 	s := NewStore(pool, "dialsync", "main")
 	s.SetEpoch(l.Epoch())
 	tx, err := pool.Begin(ctx)
@@ -313,4 +289,16 @@ func TestLeaseHeartbeatNotBlockedByFencedWrites(t *testing.T) {
 		t.Fatalf("lease lost while a fenced transaction was open: %v", l.Err())
 	case <-time.After(3 * fastLease.TTL):
 	}
+}
+
+// holdLease takes the "main" pipeline's lease as holder with fastLease,
+// released at the end of the test.
+func holdLease(t *testing.T, connString, holder string) *Lease {
+	t.Helper()
+	l, err := AcquireLeaseWith(context.Background(), connString, "dialsync", "main", holder, fastLease, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Release(context.Background()) })
+	return l
 }

@@ -190,12 +190,20 @@ level = "debug"
 // start runs `dialsync run` as a child process.
 func (p *pipe) start() {
 	p.t.Helper()
+	p.startEnv()
+}
+
+// startEnv is start with extra environment variables (config overrides
+// such as DIALSYNC_HTTP_LISTEN).
+func (p *pipe) startEnv(env ...string) {
+	p.t.Helper()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.proc != nil {
 		p.t.Fatal("dialsync already running")
 	}
 	cmd := exec.Command(binPath, "run", "--config", p.cfgPath)
+	cmd.Env = append(os.Environ(), env...)
 	w := &lockedWriter{mu: &p.mu, b: &p.logs}
 	cmd.Stdout, cmd.Stderr = w, w
 	if err := cmd.Start(); err != nil {

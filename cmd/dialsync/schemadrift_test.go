@@ -6,8 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"regexp"
 	"slices"
 	"strconv"
@@ -22,29 +20,6 @@ import (
 // changes only its own source database, so the shared MariaDB is enough.
 // See canal/drift.go for what go-mysql lets us check and docs/
 // troubleshooting.md ("Schema changes") for the operator's side.
-
-// startEnv is pipe.start with extra environment variables (config
-// overrides such as DIALSYNC_HTTP_LISTEN).
-func (p *pipe) startEnv(env ...string) {
-	p.t.Helper()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.proc != nil {
-		p.t.Fatal("dialsync already running")
-	}
-	cmd := exec.Command(binPath, "run", "--config", p.cfgPath)
-	cmd.Env = append(os.Environ(), env...)
-	w := &lockedWriter{mu: &p.mu, b: &p.logs}
-	cmd.Stdout, cmd.Stderr = w, w
-	if err := cmd.Start(); err != nil {
-		p.t.Fatal(err)
-	}
-	p.runs++
-	p.proc = cmd
-	done := make(chan struct{})
-	p.done = done
-	go func() { _ = cmd.Wait(); close(done) }()
-}
 
 // waitHalt waits for dialsync to exit by itself and returns its exit code
 // and its last "dialsync: ..." line (the one-line error).

@@ -16,9 +16,15 @@ import (
 
 func msg(t *testing.T, id, typ, gtid string, user uint64) streamMsg {
 	t.Helper()
+	return wire(t, id, typ, map[string]any{"user_id": user, "source": map[string]any{"gtid": gtid, "txn": gtid}})
+}
+
+// wire decodes a notice with the given data the way the checker reads the
+// stream.
+func wire(t *testing.T, id, typ string, data map[string]any) streamMsg {
+	t.Helper()
 	var n wireNotice
-	raw := map[string]any{"id": id, "type": typ, "subject": "x",
-		"data": map[string]any{"user_id": user, "source": map[string]any{"gtid": gtid, "txn": gtid}}}
+	raw := map[string]any{"id": id, "type": typ, "subject": "x", "data": data}
 	b, err := json.Marshal(raw)
 	if err != nil {
 		t.Fatal(err)
@@ -117,18 +123,8 @@ func TestGTIDSeq(t *testing.T) {
 
 func queueMsg(t *testing.T, id, kind string, user uint64, open, pending int64, oldest any) streamMsg {
 	t.Helper()
-	var n wireNotice
-	raw := map[string]any{"id": id, "type": "dialsync.queue." + kind, "subject": "x",
-		"data": map[string]any{"user_id": user, "open_claims": open, "pending_requirements": pending,
-			"oldest_pending_at": oldest, "source": map[string]any{"gtid": id, "txn": id}}}
-	b, err := json.Marshal(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &n); err != nil {
-		t.Fatal(err)
-	}
-	return streamMsg{n: n, msgID: id}
+	return wire(t, id, "dialsync.queue."+kind, map[string]any{"user_id": user, "open_claims": open,
+		"pending_requirements": pending, "oldest_pending_at": oldest, "source": map[string]any{"gtid": id, "txn": id}})
 }
 
 // A user's last queue notice must match its final call_queue row: a
