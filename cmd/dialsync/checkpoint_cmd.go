@@ -42,17 +42,10 @@ Every change is recorded in the history with your OS user and the reason.
 Changes refuse while a running instance holds the pipeline's lease: stop it first.`
 
 func runCheckpoint(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprintln(stderr, checkpointUsage)
-		if len(args) == 0 {
-			return usagef("checkpoint: a subcommand is required")
-		}
-		return nil
+	sub, rest, fs, cfgPath, ok, err := subcommand("checkpoint", checkpointUsage, args, stderr)
+	if !ok {
+		return err
 	}
-	sub, rest := args[0], args[1:]
-	fs := newFlags("checkpoint "+sub, stderr)
-	fs.Usage = func() { fmt.Fprintln(stderr, checkpointUsage); fs.PrintDefaults() }
-	cfgPath := fs.String("config", "config.toml", "configuration file")
 	c := &ckptCmd{stdout: stdout, stderr: stderr}
 	var run func(context.Context) error
 	switch sub {

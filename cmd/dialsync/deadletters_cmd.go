@@ -47,17 +47,10 @@ Exit status: 0 done, 1 refused or failed, 2 bad arguments, configuration
 or dead letter ids.`
 
 func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprintln(stderr, deadLettersUsage)
-		if len(args) == 0 {
-			return usagef("deadletters: a subcommand is required (list or retry)")
-		}
-		return nil
+	sub, rest, fs, cfgPath, ok, err := subcommand("deadletters", deadLettersUsage, args, stderr)
+	if !ok {
+		return err
 	}
-	sub, rest := args[0], args[1:]
-	fs := newFlags("deadletters "+sub, stderr)
-	fs.Usage = func() { fmt.Fprintln(stderr, deadLettersUsage); fs.PrintDefaults() }
-	cfgPath := fs.String("config", "config.toml", "configuration file")
 	var (
 		limit  int
 		asJSON bool

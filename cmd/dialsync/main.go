@@ -129,6 +129,25 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "\nrun 'dialsync <command> -h' for a command's flags")
 }
 
+// subcommand splits "<command> <sub> [flags]" arguments and makes the flag
+// set of sub, with --config. ok is false when there is nothing to run: the
+// usage was printed for a help request (err nil) or a missing subcommand
+// (err set).
+func subcommand(name, usage string, args []string, stderr io.Writer) (sub string, rest []string, fs *flag.FlagSet, cfgPath *string, ok bool, err error) {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprintln(stderr, usage)
+		if len(args) == 0 {
+			return "", nil, nil, nil, false, usagef("%s: a subcommand is required", name)
+		}
+		return "", nil, nil, nil, false, nil
+	}
+	sub, rest = args[0], args[1:]
+	fs = newFlags(name+" "+sub, stderr)
+	fs.Usage = func() { fmt.Fprintln(stderr, usage); fs.PrintDefaults() }
+	cfgPath = fs.String("config", "config.toml", "configuration file")
+	return sub, rest, fs, cfgPath, true, nil
+}
+
 // newFlags makes a flag set that reports errors as usage errors.
 func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("dialsync "+name, flag.ContinueOnError)
