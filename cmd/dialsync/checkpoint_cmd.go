@@ -42,7 +42,7 @@ Every change is recorded in the history with your OS user and the reason.
 Changes refuse while a running instance holds the pipeline's lease: stop it first.`
 
 func runCheckpoint(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	sub, rest, fs, cfgPath, ok, err := subcommand("checkpoint", checkpointUsage, args, stderr)
+	sub, rest, fs, cfgPath, ok, err := subcommand("checkpoint", "show, set, reset, history or rollback", checkpointUsage, args, stderr)
 	if !ok {
 		return err
 	}

@@ -47,7 +47,7 @@ Exit status: 0 done, 1 refused or failed, 2 bad arguments, configuration
 or dead letter ids.`
 
 func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	sub, rest, fs, cfgPath, ok, err := subcommand("deadletters", deadLettersUsage, args, stderr)
+	sub, rest, fs, cfgPath, ok, err := subcommand("deadletters", "list or retry", deadLettersUsage, args, stderr)
 	if !ok {
 		return err
 	}

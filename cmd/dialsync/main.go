@@ -129,15 +129,16 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "\nrun 'dialsync <command> -h' for a command's flags")
 }
 
-// subcommand splits "<command> <sub> [flags]" arguments and makes the flag
+// subcommand splits "<command> <sub> [flags]" arguments (choices names
+// the subcommands for the error) and makes the flag
 // set of sub, with --config. ok is false when there is nothing to run: the
 // usage was printed for a help request (err nil) or a missing subcommand
 // (err set).
-func subcommand(name, usage string, args []string, stderr io.Writer) (sub string, rest []string, fs *flag.FlagSet, cfgPath *string, ok bool, err error) {
+func subcommand(name, choices, usage string, args []string, stderr io.Writer) (sub string, rest []string, fs *flag.FlagSet, cfgPath *string, ok bool, err error) {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprintln(stderr, usage)
 		if len(args) == 0 {
-			return "", nil, nil, nil, false, usagef("%s: a subcommand is required", name)
+			return "", nil, nil, nil, false, usagef("%s: a subcommand is required (%s)", name, choices)
 		}
 		return "", nil, nil, nil, false, nil
 	}
