@@ -1,6 +1,7 @@
 package canal
 
 import (
+	"dialsync/change"
 	"errors"
 	"fmt"
 	"slices"
@@ -125,7 +126,7 @@ func checkTables(cfg Config, conn *client.Conn) error {
 // checks that a given file is still on the server and that the offset is
 // inside it, so a purged or past-the-end checkpoint is reported at start
 // with the recovery command instead of as a bare server error 1236.
-func resolveStartFile(cfg Config, conn *client.Conn, from *Position) error {
+func resolveStartFile(cfg Config, conn *client.Conn, from *change.Position) error {
 	r, err := conn.Execute("SHOW BINARY LOGS")
 	if err != nil {
 		return fmt.Errorf("preflight: list binary logs: %w", privileges(cfg, err))

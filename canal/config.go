@@ -2,6 +2,7 @@ package canal
 
 import (
 	"crypto/tls"
+	"dialsync/change"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,7 +28,7 @@ type Config struct {
 	// decoded.
 	Database string
 	// Tables are the tracked tables and the columns wanted from each.
-	Tables []TableSpec
+	Tables []change.TableSpec
 	// HeartbeatPeriod asks the server for heartbeats when idle so that a
 	// half-open connection is noticed; zero means 10s.
 	HeartbeatPeriod time.Duration

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"dialsync/change"
 	"dialsync/internal/testenv"
 )
 
@@ -32,8 +33,8 @@ func TestLaggingSameWidthDDLIsNotMisattributed(t *testing.T) {
 			from := f.head(t)
 			f.exec(t, `INSERT INTO DB.users (id, first_name, email, status, is_enabled, balance, notes, bio, updated_at)
 				VALUES (7, 'Ann', 'ann@x.test', 'active', 1, 12.50, 'n', 'b', '2024-01-02 03:04:05')`, tc.ddl)
-			var got []Change
-			err := Stream(context.Background(), f.cfg, from, func(_ context.Context, txn *Txn) error {
+			var got []change.Change
+			err := Stream(context.Background(), f.cfg, from, func(_ context.Context, txn *change.Txn) error {
 				got = append(got, txn.Changes...)
 				if len(txn.Changes) == 0 && len(got) > 0 {
 					return errStop // the DDL transaction: everything before it was handed on

@@ -2,6 +2,7 @@ package canal
 
 import (
 	"context"
+	"dialsync/change"
 	"encoding/hex"
 	"fmt"
 	"strings"
@@ -129,7 +130,7 @@ func TestMySQLGTIDSetCheckpointRoundTrip(t *testing.T) {
 		uuidA + ":1-5:mytag:1-3",
 	} {
 		set := mustMySQLSet(t, strings.ReplaceAll(in, "\n", ""))
-		text := Position{File: "binlog.000003", Pos: 4, GTIDSet: set.String()}.GTIDSet
+		text := change.Position{File: "binlog.000003", Pos: 4, GTIDSet: set.String()}.GTIDSet
 		back, err := mysql.ParseGTIDSet(mysql.MySQLFlavor, text)
 		if err != nil {
 			t.Fatalf("%q: checkpoint text %q does not parse: %v", in, text, err)
@@ -151,8 +152,8 @@ func TestMySQLGTIDSetCheckpointRoundTrip(t *testing.T) {
 // OnPosSynced writes the syncer's executed set as the commit's
 // End.GTIDSet, and that text starts a later stream at the same set.
 func TestOnPosSyncedMySQLGTIDSet(t *testing.T) {
-	var got []*Txn
-	s := &streamer{ctx: context.Background(), h: func(_ context.Context, txn *Txn) error {
+	var got []*change.Txn
+	s := &streamer{ctx: context.Background(), h: func(_ context.Context, txn *change.Txn) error {
 		got = append(got, txn)
 		return nil
 	}}

@@ -2,6 +2,7 @@ package canal
 
 import (
 	"context"
+	"dialsync/change"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,18 +27,18 @@ type streamer struct {
 	cfg      Config
 	log      *slog.Logger
 	canal    *gocanal.Canal
-	h        func(context.Context, *Txn) error
-	accepted func(Position) // told of every End that h accepted; may be nil
+	h        func(context.Context, *change.Txn) error
+	accepted func(change.Position) // told of every End that h accepted; may be nil
 	tables   map[string]*tracked
 
-	last    Position              // End of the last transaction h accepted (start: from)
+	last    change.Position       // End of the last transaction h accepted (start: from)
 	file    string                // binlog file being read, for error messages
 	tracker *mysql.MariadbGTIDSet // our own GTID tracking when go-mysql has none
 
 	// The open transaction.
 	open    bool
 	gtid    string
-	changes []Change
+	changes []change.Change
 	bytes   int
 	piece   int
 	ts      uint32 // timestamp of its latest event
@@ -48,15 +49,15 @@ type streamer struct {
 // tracked is one TableSpec with its columns resolved against go-mysql's
 // schema cache.
 type tracked struct {
-	spec   TableSpec
+	spec   change.TableSpec
 	schema *schema.Table // what idx was resolved against; nil forces a resolve
 	idx    []int
 	pad    []int  // per wanted column: N of a BINARY(N) column, else 0; nil when none
 	ddlAt  string // binlog position of the last DDL seen on the table ("" when none)
 }
 
-func newStreamer(ctx context.Context, cfg Config, log *slog.Logger, c *gocanal.Canal, from Position,
-	h func(context.Context, *Txn) error, accepted func(Position)) *streamer {
+func newStreamer(ctx context.Context, cfg Config, log *slog.Logger, c *gocanal.Canal, from change.Position,
+	h func(context.Context, *change.Txn) error, accepted func(change.Position)) *streamer {
 	s := &streamer{ctx: ctx, cfg: cfg, log: log, canal: c, h: h, accepted: accepted,
 		tables: make(map[string]*tracked, len(cfg.Tables)), last: from, file: from.File}
 	for _, t := range cfg.Tables {
@@ -198,13 +199,13 @@ func (s *streamer) OnRow(e *gocanal.RowsEvent) error {
 	switch e.Action {
 	case gocanal.InsertAction:
 		for _, row := range e.Rows {
-			if err := s.add(Change{Table: tr.spec.Table, Op: Insert, After: pick(row, tr.idx, tr.pad)}); err != nil {
+			if err := s.add(change.Change{Table: tr.spec.Table, Op: change.Insert, After: pick(row, tr.idx, tr.pad)}); err != nil {
 				return err
 			}
 		}
 	case gocanal.DeleteAction:
 		for _, row := range e.Rows {
-			if err := s.add(Change{Table: tr.spec.Table, Op: Delete, Before: pick(row, tr.idx, tr.pad)}); err != nil {
+			if err := s.add(change.Change{Table: tr.spec.Table, Op: change.Delete, Before: pick(row, tr.idx, tr.pad)}); err != nil {
 				return err
 			}
 		}
@@ -215,7 +216,7 @@ func (s *streamer) OnRow(e *gocanal.RowsEvent) error {
 		}
 		for i := 0; i < len(e.Rows); i += 2 {
 			before, after := e.Rows[i], e.Rows[i+1]
-			if err := s.add(Change{Table: tr.spec.Table, Op: Update, Before: pick(before, tr.idx, tr.pad), After: pick(after, tr.idx, tr.pad),
+			if err := s.add(change.Change{Table: tr.spec.Table, Op: change.Update, Before: pick(before, tr.idx, tr.pad), After: pick(after, tr.idx, tr.pad),
 				Changed: changedColumns(e.Table, before, after)}); err != nil {
 				return err
 			}
@@ -229,7 +230,7 @@ func (s *streamer) OnRow(e *gocanal.RowsEvent) error {
 // add buffers a change; past MaxTxnBytes it hands the buffer on as a piece.
 // The check is per row, not per rows event: one event of narrow rows can
 // decode to a few hundred changes.
-func (s *streamer) add(c Change) error {
+func (s *streamer) add(c change.Change) error {
 	s.bytes += changeSize(&c)
 	s.changes = append(s.changes, c)
 	if s.bytes > s.cfg.MaxTxnBytes {
@@ -242,7 +243,7 @@ func (s *streamer) add(c Change) error {
 // is the last committed position: a checkpoint stored from it would redo
 // the whole transaction, never skip its rest.
 func (s *streamer) handOnPiece() error {
-	txn := &Txn{Changes: s.changes, End: s.last, GTID: s.gtid, CommitTime: unixUTC(s.ts),
+	txn := &change.Txn{Changes: s.changes, End: s.last, GTID: s.gtid, CommitTime: unixUTC(s.ts),
 		Bytes: s.bytes, Partial: true, Piece: s.piece}
 	s.changes, s.bytes = nil, 0
 	s.piece++
@@ -272,8 +273,8 @@ func (s *streamer) OnPosSynced(h *replication.EventHeader, pos mysql.Position, s
 	case s.tracker != nil:
 		gs = s.tracker.String()
 	}
-	end := Position{File: pos.Name, Pos: pos.Pos, GTIDSet: gs}
-	txn := &Txn{Changes: s.changes, End: end, GTID: s.gtid, CommitTime: unixUTC(h.Timestamp),
+	end := change.Position{File: pos.Name, Pos: pos.Pos, GTIDSet: gs}
+	txn := &change.Txn{Changes: s.changes, End: end, GTID: s.gtid, CommitTime: unixUTC(h.Timestamp),
 		Bytes: s.bytes, Piece: s.piece}
 	s.open, s.changes, s.bytes = false, nil, 0
 	if err := s.h(s.ctx, txn); err != nil {

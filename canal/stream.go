@@ -2,6 +2,7 @@ package canal
 
 import (
 	"context"
+	"dialsync/change"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -35,7 +36,7 @@ import (
 // Stream returns nil when ctx is cancelled. Errors that a retry cannot fix
 // wrap ErrFatal; an error returned by h is returned (wrapped) as is; any
 // other error (a lost connection, for example) is transient.
-func Stream(ctx context.Context, cfg Config, from Position, h func(context.Context, *Txn) error) error {
+func Stream(ctx context.Context, cfg Config, from change.Position, h func(context.Context, *change.Txn) error) error {
 	return stream(ctx, cfg, from, h, nil)
 }
 
@@ -51,14 +52,14 @@ const (
 // process no transaction is lost or handed over twice (pieces of a
 // transaction cut off mid-way excepted, see Stream). It returns nil when ctx
 // is done, a fatal error (errors.Is(err, ErrFatal)), or an error h returned.
-func Run(ctx context.Context, cfg Config, from Position, h func(context.Context, *Txn) error) error {
+func Run(ctx context.Context, cfg Config, from change.Position, h func(context.Context, *change.Txn) error) error {
 	cfg = cfg.withDefaults()
 	log := cfg.Logger.With("component", "canal")
 	pos := from
 	backoff := minBackoff
 	for {
 		progressed := false
-		err := stream(ctx, cfg, pos, h, func(p Position) { pos, progressed = p, true })
+		err := stream(ctx, cfg, pos, h, func(p change.Position) { pos, progressed = p, true })
 		if err == nil || ctx.Err() != nil {
 			return nil
 		}
@@ -87,17 +88,17 @@ func Run(ctx context.Context, cfg Config, from Position, h func(context.Context,
 // MASTER STATUS (or its newer names) and the GTID set at exactly that
 // position (MariaDB: BINLOG_GTID_POS of it; MySQL: the same row's
 // Executed_Gtid_Set), so both halves name the same point.
-func Head(ctx context.Context, cfg Config) (Position, error) {
+func Head(ctx context.Context, cfg Config) (change.Position, error) {
 	cfg = cfg.withDefaults()
 	if cfg.Addr == "" {
-		return Position{}, fatalf("head: config: Addr is empty")
+		return change.Position{}, fatalf("head: config: Addr is empty")
 	}
 	if cfg.Flavor != mysql.MySQLFlavor && cfg.Flavor != mysql.MariaDBFlavor {
-		return Position{}, fatalf("head: config: Flavor %q must be %q or %q", cfg.Flavor, mysql.MySQLFlavor, mysql.MariaDBFlavor)
+		return change.Position{}, fatalf("head: config: Flavor %q must be %q or %q", cfg.Flavor, mysql.MySQLFlavor, mysql.MariaDBFlavor)
 	}
 	conn, err := connect(ctx, cfg)
 	if err != nil {
-		return Position{}, fmt.Errorf("head: %w", err)
+		return change.Position{}, fmt.Errorf("head: %w", err)
 	}
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
@@ -106,24 +107,24 @@ func Head(ctx context.Context, cfg Config) (Position, error) {
 	// the source now, so a bootstrap fails before it reconciles anything
 	// and stores a checkpoint.
 	if _, err := checkSource(cfg, conn); err != nil {
-		return Position{}, fmt.Errorf("head: %w", err)
+		return change.Position{}, fmt.Errorf("head: %w", err)
 	}
 	q := showBinlogStatusQuery(cfg.Flavor, conn.GetServerVersion())
 	r, err := conn.Execute(q)
 	if err != nil {
-		return Position{}, fmt.Errorf("head: %s: %w", q, privileges(cfg, err))
+		return change.Position{}, fmt.Errorf("head: %s: %w", q, privileges(cfg, err))
 	}
 	defer r.Close()
 	if r.RowNumber() == 0 {
-		return Position{}, fatalf("head: %s returned nothing: binary logging is off on the source (enable log_bin)", q)
+		return change.Position{}, fatalf("head: %s returned nothing: binary logging is off on the source (enable log_bin)", q)
 	}
 	file, _ := r.GetString(0, 0)
 	off, _ := r.GetUint(0, 1)
-	p := Position{File: strings.Clone(file), Pos: uint32(off)}
+	p := change.Position{File: strings.Clone(file), Pos: uint32(off)}
 	if cfg.Flavor == mysql.MariaDBFlavor {
 		p.GTIDSet, err = binlogGTIDPos(conn, p.File, p.Pos)
 		if err != nil {
-			return Position{}, fmt.Errorf("head: %w", err)
+			return change.Position{}, fmt.Errorf("head: %w", err)
 		}
 		return p, nil
 	}
@@ -131,14 +132,14 @@ func Head(ctx context.Context, cfg Config) (Position, error) {
 		raw, _ := r.GetString(0, 4)
 		gs, err := mysql.ParseGTIDSet(cfg.Flavor, strings.ReplaceAll(raw, "\n", ""))
 		if err != nil {
-			return Position{}, fmt.Errorf("head: parse Executed_Gtid_Set %q: %w", raw, err)
+			return change.Position{}, fmt.Errorf("head: parse Executed_Gtid_Set %q: %w", raw, err)
 		}
 		p.GTIDSet = gs.String()
 	}
 	return p, nil
 }
 
-func stream(ctx context.Context, cfg Config, from Position, h func(context.Context, *Txn) error, accepted func(Position)) error {
+func stream(ctx context.Context, cfg Config, from change.Position, h func(context.Context, *change.Txn) error, accepted func(change.Position)) error {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return fatalf("%w", err)
@@ -284,7 +285,7 @@ type preflightResult struct {
 
 // preflight checks what go-mysql does not (or not for every flavor) and
 // resolves an empty start file. Its complaints name the variable and the fix.
-func preflight(ctx context.Context, cfg Config, from *Position, byFilePos bool) (preflightResult, error) {
+func preflight(ctx context.Context, cfg Config, from *change.Position, byFilePos bool) (preflightResult, error) {
 	var res preflightResult
 	conn, err := connect(ctx, cfg)
 	if err != nil {

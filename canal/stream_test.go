@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"dialsync/change"
 	"dialsync/internal/testenv"
 )
 
@@ -55,7 +56,7 @@ CREATE TABLE %[1]s.other (id INT PRIMARY KEY, v INT) ENGINE=InnoDB;`, n))
 		Flavor:   "mariadb",
 		ServerID: 5000 + readerIDs.Add(1),
 		Database: n,
-		Tables: []TableSpec{
+		Tables: []change.TableSpec{
 			{Table: "users", Columns: userCols},
 			{Table: "claims", Columns: []string{"id", "user_id"}},
 		},
@@ -71,7 +72,7 @@ func (f *fixture) exec(t *testing.T, sql ...string) {
 	f.db.Exec(t, sql...)
 }
 
-func (f *fixture) head(t *testing.T) Position {
+func (f *fixture) head(t *testing.T) change.Position {
 	t.Helper()
 	p, err := Head(context.Background(), f.cfg)
 	if err != nil {
@@ -82,16 +83,16 @@ func (f *fixture) head(t *testing.T) Position {
 
 // stream runs Stream (or Run) in the background and collects what it hands on.
 type testStream struct {
-	txns   chan *Txn
+	txns   chan *change.Txn
 	done   chan error
 	cancel context.CancelFunc
 }
 
-func startStream(t *testing.T, cfg Config, from Position, supervised bool) *testStream {
+func startStream(t *testing.T, cfg Config, from change.Position, supervised bool) *testStream {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &testStream{txns: make(chan *Txn, 100000), done: make(chan error, 1), cancel: cancel}
-	h := func(ctx context.Context, txn *Txn) error {
+	s := &testStream{txns: make(chan *change.Txn, 100000), done: make(chan error, 1), cancel: cancel}
+	h := func(ctx context.Context, txn *change.Txn) error {
 		select {
 		case s.txns <- txn:
 			return nil
@@ -119,7 +120,7 @@ func startStream(t *testing.T, cfg Config, from Position, supervised bool) *test
 
 // next waits for the next transaction; it fails the test on timeout or if
 // the stream ended.
-func (s *testStream) next(t *testing.T) *Txn {
+func (s *testStream) next(t *testing.T) *change.Txn {
 	t.Helper()
 	select {
 	case txn := <-s.txns:
@@ -134,7 +135,7 @@ func (s *testStream) next(t *testing.T) *Txn {
 }
 
 // nextWithChanges skips transactions without tracked changes.
-func (s *testStream) nextWithChanges(t *testing.T) *Txn {
+func (s *testStream) nextWithChanges(t *testing.T) *change.Txn {
 	t.Helper()
 	for {
 		if txn := s.next(t); len(txn.Changes) > 0 {
@@ -166,16 +167,16 @@ func TestInsertUpdateDelete(t *testing.T) {
 		`INSERT INTO DB.users (id, first_name) VALUES (18446744073709551615, NULL)`,
 	)
 	ts := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
-	inserted := Row{int64(1), "Ann", "a@x.test", "active", int64(1), "12.50", "\x00\xff", ts}
-	updated := Row{int64(1), "Ann", "b@x.test", "inactive", int64(1), "12.50", "\x00\xff", ts}
-	want := []Change{
-		{Table: "users", Op: Insert, After: inserted},
-		{Table: "users", Op: Update, Before: inserted, After: updated, Changed: []string{"email", "status"}},
-		{Table: "users", Op: Update, Before: updated, After: updated, Changed: []string{"notes"}},
-		{Table: "users", Op: Delete, Before: updated},
-		{Table: "users", Op: Insert, After: Row{uint64(math.MaxUint64), nil, nil, "active", int64(1), nil, nil, nil}},
+	inserted := change.Row{int64(1), "Ann", "a@x.test", "active", int64(1), "12.50", "\x00\xff", ts}
+	updated := change.Row{int64(1), "Ann", "b@x.test", "inactive", int64(1), "12.50", "\x00\xff", ts}
+	want := []change.Change{
+		{Table: "users", Op: change.Insert, After: inserted},
+		{Table: "users", Op: change.Update, Before: inserted, After: updated, Changed: []string{"email", "status"}},
+		{Table: "users", Op: change.Update, Before: updated, After: updated, Changed: []string{"notes"}},
+		{Table: "users", Op: change.Delete, Before: updated},
+		{Table: "users", Op: change.Insert, After: change.Row{uint64(math.MaxUint64), nil, nil, "active", int64(1), nil, nil, nil}},
 	}
-	var prev Position
+	var prev change.Position
 	for i, w := range want {
 		txn := s.next(t)
 		if len(txn.Changes) != 1 || !reflect.DeepEqual(txn.Changes[0], w) {
@@ -265,7 +266,7 @@ func TestResumeFromEnd(t *testing.T) {
 		f.exec(t, fmt.Sprintf(`INSERT INTO DB.users (id) VALUES (%d)`, i))
 	}
 	first := startStream(t, f.cfg, from, false)
-	var all []*Txn
+	var all []*change.Txn
 	for range 6 {
 		all = append(all, first.next(t))
 	}
@@ -273,10 +274,10 @@ func TestResumeFromEnd(t *testing.T) {
 
 	for _, tc := range []struct {
 		name string
-		from Position
+		from change.Position
 	}{
-		{"gtid", Position{GTIDSet: all[1].End.GTIDSet}},
-		{"filepos", Position{File: all[1].End.File, Pos: all[1].End.Pos}},
+		{"gtid", change.Position{GTIDSet: all[1].End.GTIDSet}},
+		{"filepos", change.Position{File: all[1].End.File, Pos: all[1].End.Pos}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := startStream(t, f.cfg, tc.from, false)
@@ -295,7 +296,7 @@ func TestResumeFromEnd(t *testing.T) {
 // from the first transaction although the start was by file/pos.
 func TestStartFromOldestBinlog(t *testing.T) {
 	f := newFixture(t, testenv.SharedMariaDB(t))
-	s := startStream(t, f.cfg, Position{}, false)
+	s := startStream(t, f.cfg, change.Position{}, false)
 	txn := s.next(t)
 	if txn.End.File != "mysql-bin.000001" || txn.GTID != "0-1000-1" || txn.End.GTIDSet != "0-1000-1" {
 		t.Fatalf("first transaction: GTID %q End %s; want 0-1000-1 in mysql-bin.000001", txn.GTID, txn.End)
@@ -348,7 +349,7 @@ func TestLargeTransactionInPieces(t *testing.T) {
 		}
 		for _, c := range txn.Changes {
 			id := c.After[0].(int64)
-			if seen[id] || c.Op != Insert {
+			if seen[id] || c.Op != change.Insert {
 				t.Fatalf("row %d: op %s, seen before %v", id, c.Op, seen[id])
 			}
 			seen[id] = true
@@ -374,15 +375,15 @@ func TestSourceNotRowFormatIsFatal(t *testing.T) {
 	db := testenv.StartMariaDB(t, testenv.MariaDBOptions{BinlogFormat: "STATEMENT"})
 	f := newFixture(t, db)
 	ctx := context.Background()
-	h := func(context.Context, *Txn) error { return nil }
+	h := func(context.Context, *change.Txn) error { return nil }
 
-	err := Stream(ctx, f.cfg, Position{}, h)
+	err := Stream(ctx, f.cfg, change.Position{}, h)
 	if !errors.Is(err, ErrFatal) || !strings.Contains(err.Error(), "binlog_format") {
 		t.Fatalf("STATEMENT format: got %v, want a fatal error naming binlog_format", err)
 	}
 	db.Exec(t, "SET GLOBAL binlog_format = 'ROW'", "SET GLOBAL binlog_row_image = 'MINIMAL'")
 	start := time.Now()
-	err = Run(ctx, f.cfg, Position{}, h) // must not retry
+	err = Run(ctx, f.cfg, change.Position{}, h) // must not retry
 	if !errors.Is(err, ErrFatal) || !strings.Contains(err.Error(), "binlog_row_image") || time.Since(start) > 5*time.Second {
 		t.Fatalf("MINIMAL image: got %v after %s, want a fatal error naming binlog_row_image at once", err, time.Since(start))
 	}
@@ -390,16 +391,16 @@ func TestSourceNotRowFormatIsFatal(t *testing.T) {
 
 func TestMissingTableOrColumnIsFatal(t *testing.T) {
 	f := newFixture(t, testenv.SharedMariaDB(t))
-	h := func(context.Context, *Txn) error { return nil }
+	h := func(context.Context, *change.Txn) error { return nil }
 	for _, tc := range []struct {
-		spec TableSpec
+		spec change.TableSpec
 		want []string
 	}{
-		{TableSpec{Table: "users", Columns: []string{"id", "no_such_column"}}, []string{"users", "no_such_column"}},
-		{TableSpec{Table: "ghosts", Columns: []string{"id"}}, []string{"ghosts", "does not exist"}},
+		{change.TableSpec{Table: "users", Columns: []string{"id", "no_such_column"}}, []string{"users", "no_such_column"}},
+		{change.TableSpec{Table: "ghosts", Columns: []string{"id"}}, []string{"ghosts", "does not exist"}},
 	} {
 		cfg := f.cfg
-		cfg.Tables = []TableSpec{tc.spec}
+		cfg.Tables = []change.TableSpec{tc.spec}
 		err := Run(context.Background(), cfg, f.head(t), h)
 		if !errors.Is(err, ErrFatal) {
 			t.Fatalf("%v: got %v, want fatal", tc.spec, err)
@@ -418,7 +419,7 @@ func TestRowLengthMismatchIsFatal(t *testing.T) {
 	f := newFixture(t, testenv.SharedMariaDB(t))
 	from := f.head(t)
 	f.exec(t, `INSERT INTO DB.users (id) VALUES (1)`, `ALTER TABLE DB.users ADD COLUMN extra INT NULL`)
-	err := Stream(context.Background(), f.cfg, from, func(context.Context, *Txn) error { return nil })
+	err := Stream(context.Background(), f.cfg, from, func(context.Context, *change.Txn) error { return nil })
 	if !errors.Is(err, ErrFatal) || !strings.Contains(err.Error(), "row has 10 columns but the schema has 11") || !strings.Contains(err.Error(), "mysql-bin.") {
 		t.Fatalf("got %v, want a fatal column-count error with the position", err)
 	}
@@ -500,7 +501,7 @@ func TestHandlerErrorStopsRun(t *testing.T) {
 	boom := errors.New("boom")
 	from := f.head(t)
 	f.exec(t, `INSERT INTO DB.users (id) VALUES (1)`)
-	err := Run(context.Background(), f.cfg, from, func(context.Context, *Txn) error { return boom })
+	err := Run(context.Background(), f.cfg, from, func(context.Context, *change.Txn) error { return boom })
 	if !errors.Is(err, boom) || errors.Is(err, ErrFatal) {
 		t.Fatalf("got %v, want the handler's error", err)
 	}

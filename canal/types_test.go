@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"dialsync/change"
 	"dialsync/internal/testenv"
 	"dialsync/notice"
 )
@@ -47,8 +48,8 @@ var typeCols = []typeCol{
 }
 
 type typeRow struct {
-	values string // the VALUES list for the non-generated columns
-	want   Row    // every column, generated ones included
+	values string     // the VALUES list for the non-generated columns
+	want   change.Row // every column, generated ones included
 }
 
 var (
@@ -59,7 +60,7 @@ var (
 			'2024-02-29', '838:59:59.000000', '2024-01-02 03:04:05.123456', '2038-01-19 03:14:07.999999', 2155,
 			'ab😀', 'ü😀z', 'text 😀', x'e9ff', x'00010000', x'0000', x'00ff00', 'c', 'x,z', b'1000000001',
 			'{"k": [1, "😀"]}')`,
-		want: Row{int64(1), int64(127), int64(255), int64(32767), int64(65535), int64(8388607), int64(16777215),
+		want: change.Row{int64(1), int64(127), int64(255), int64(32767), int64(65535), int64(8388607), int64(16777215),
 			int64(2147483647), int64(4294967295), int64(math.MaxInt64), uint64(math.MaxUint64),
 			"99999999999999999999999999999999999.999999999999999999999999999999", float32(1.5), float64(2.25),
 			"2024-02-29", "838:59:59", time.Date(2024, 1, 2, 3, 4, 5, 123456000, time.UTC),
@@ -72,7 +73,7 @@ var (
 			'-99999999999999999999999999999999999.999999999999999999999999999999', -1.5, -2.25,
 			'0000-00-00', '-838:59:59.000000', '1969-07-20 20:17:40.000001', '1970-01-01 00:00:01.000000', 1901,
 			'', '', '', '', x'00000000', '', '', 'a', '', b'0', 'null')`,
-		want: Row{int64(2), int64(-128), int64(0), int64(-32768), int64(0), int64(-8388608), int64(0),
+		want: change.Row{int64(2), int64(-128), int64(0), int64(-32768), int64(0), int64(-8388608), int64(0),
 			int64(-2147483648), int64(0), int64(math.MinInt64), int64(0),
 			"-99999999999999999999999999999999999.999999999999999999999999999999", float32(-1.5), float64(-2.25),
 			"0000-00-00", "-838:59:59", "1969-07-20 20:17:40.000001",
@@ -84,7 +85,7 @@ var (
 	zeroRow = typeRow{
 		values: `(3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, '2024-00-00', '00:00:00', '0000-00-00 00:00:00', '0000-00-00 00:00:00', 0,
 			'a', 'b', 'c', 'd', x'01', x'01', x'01', 'b', 'y', b'1', '[]')`,
-		want: Row{int64(3), int64(0), int64(0), int64(0), int64(0), int64(0), int64(0), int64(0), int64(0), int64(0), int64(0),
+		want: change.Row{int64(3), int64(0), int64(0), int64(0), int64(0), int64(0), int64(0), int64(0), int64(0), int64(0), int64(0),
 			"0.000000000000000000000000000000", float32(0), float64(0),
 			"2024-00-00", "00:00:00", "0000-00-00 00:00:00.000000", "0000-00-00 00:00:00.000000", int64(0),
 			"a", "b", "c", "d", "\x01\x00\x00\x00", "\x01", "\x01", int64(2), int64(2), int64(1),
@@ -111,7 +112,7 @@ func TestTypeMatrix(t *testing.T) {
 	}
 	db.Exec(t, ddl+") ENGINE=InnoDB")
 	cfg := Config{Addr: db.Addr(), User: "root", Flavor: "mariadb", ServerID: 5000 + readerIDs.Add(1), Database: n,
-		Tables: []TableSpec{{Table: "types", Columns: names}}, Logger: quietLogger()}
+		Tables: []change.TableSpec{{Table: "types", Columns: names}}, Logger: quietLogger()}
 	from, err := Head(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -125,12 +126,12 @@ func TestTypeMatrix(t *testing.T) {
 	}
 	// A row of NULLs (generated columns follow i, so they are NULL too).
 	db.Exec(t, fmt.Sprintf("INSERT INTO `%s`.types (id) VALUES (4)", n))
-	nullRow := make(Row, len(typeCols))
+	nullRow := make(change.Row, len(typeCols))
 	nullRow[0] = int64(4)
 
-	for i, want := range []Row{maxRow.want, minRow.want, zeroRow.want, nullRow} {
+	for i, want := range []change.Row{maxRow.want, minRow.want, zeroRow.want, nullRow} {
 		c := s.nextWithChanges(t).Changes[0]
-		if c.Op != Insert || c.Before != nil {
+		if c.Op != change.Insert || c.Before != nil {
 			t.Fatalf("row %d: %v", i, c)
 		}
 		assertRow(t, fmt.Sprintf("insert %d", i), c.After, want)
@@ -152,21 +153,21 @@ func TestTypeMatrix(t *testing.T) {
 	// A column set to its own value is not listed; generated columns that
 	// follow a changed one are.
 	db.Exec(t, fmt.Sprintf("UPDATE `%s`.types SET i = 5, ti = ti, bn = bn WHERE id = 2", n))
-	if c := s.nextWithChanges(t).Changes[0]; c.Op != Update || !reflect.DeepEqual(c.Changed, []string{"i", "gv", "gs"}) {
+	if c := s.nextWithChanges(t).Changes[0]; c.Op != change.Update || !reflect.DeepEqual(c.Changed, []string{"i", "gv", "gs"}) {
 		t.Errorf("update of i on row 2: Changed = %v, want [i gv gs]", c.Changed)
 	}
 
 	// DELETE: the before image.
 	db.Exec(t, fmt.Sprintf("DELETE FROM `%s`.types WHERE id = 3", n))
 	c = s.nextWithChanges(t).Changes[0]
-	if c.Op != Delete || c.After != nil {
+	if c.Op != change.Delete || c.After != nil {
 		t.Fatalf("delete: %+v", c)
 	}
 	assertRow(t, "delete", c.Before, zeroRow.want)
 
 	// Every decoded value can be an allow-listed notice value: the notice
 	// is valid JSON and decodes (invalid UTF-8 becomes U+FFFD, a NaN null).
-	for _, r := range []Row{maxRow.want, minRow.want, zeroRow.want, nullRow, {math.NaN(), float32(math.Inf(1))}} {
+	for _, r := range []change.Row{maxRow.want, minRow.want, zeroRow.want, nullRow, {math.NaN(), float32(math.Inf(1))}} {
 		vals := map[string]any{}
 		for i, v := range r {
 			vals["types."+names[i]] = v
@@ -188,7 +189,7 @@ func TestTypeMatrix(t *testing.T) {
 	}
 }
 
-func assertRow(t *testing.T, what string, got, want Row) {
+func assertRow(t *testing.T, what string, got, want change.Row) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("%s: %d values, want %d", what, len(got), len(want))

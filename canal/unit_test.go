@@ -1,6 +1,7 @@
 package canal
 
 import (
+	"dialsync/change"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -135,7 +136,7 @@ func TestClassify(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	ok := Config{Addr: "h:1", Flavor: "mariadb", ServerID: 7, Database: "app", Tables: []TableSpec{{Table: "users"}}}.withDefaults()
+	ok := Config{Addr: "h:1", Flavor: "mariadb", ServerID: 7, Database: "app", Tables: []change.TableSpec{{Table: "users"}}}.withDefaults()
 	if err := ok.validate(); err != nil {
 		t.Fatalf("valid config: %v", err)
 	}
@@ -144,7 +145,7 @@ func TestValidate(t *testing.T) {
 		"Flavor":      func(c *Config) { c.Flavor = "postgres" },
 		"Database":    func(c *Config) { c.Database = "" },
 		"ReadTimeout": func(c *Config) { c.ReadTimeout = c.HeartbeatPeriod },
-		"twice":       func(c *Config) { c.Tables = append(c.Tables, TableSpec{Table: "users"}) },
+		"twice":       func(c *Config) { c.Tables = append(c.Tables, change.TableSpec{Table: "users"}) },
 	} {
 		c := ok
 		mutate(&c)
@@ -155,7 +156,7 @@ func TestValidate(t *testing.T) {
 }
 
 func TestIncludeRegexesAreAnchored(t *testing.T) {
-	cfg := Config{Database: "app.v2", Tables: []TableSpec{{Table: "users"}}, Logger: nil}.withDefaults()
+	cfg := Config{Database: "app.v2", Tables: []change.TableSpec{{Table: "users"}}, Logger: nil}.withDefaults()
 	cc := canalConfig(cfg, false)
 	re := regexp.MustCompile(cc.IncludeTableRegex[0])
 	for key, want := range map[string]bool{"app.v2.users": true, "app.v2.users2": false, "xapp.v2.users": false, "appxv2.users": false} {
@@ -193,30 +194,30 @@ func TestOneLineHandler(t *testing.T) {
 
 func TestPositionIncludes(t *testing.T) {
 	cases := []struct {
-		p    Position
-		t    Txn
+		p    change.Position
+		t    change.Txn
 		want bool
 	}{
 		// MariaDB: per-domain sequence numbers; server id does not matter.
-		{Position{GTIDSet: "0-1-100,1-2-7"}, Txn{GTID: "0-1-100"}, true},
-		{Position{GTIDSet: "0-1-100,1-2-7"}, Txn{GTID: "0-3-99"}, true},
-		{Position{GTIDSet: "0-1-100,1-2-7"}, Txn{GTID: "0-1-101"}, false},
-		{Position{GTIDSet: "0-1-100"}, Txn{GTID: "1-1-1"}, false},
+		{change.Position{GTIDSet: "0-1-100,1-2-7"}, change.Txn{GTID: "0-1-100"}, true},
+		{change.Position{GTIDSet: "0-1-100,1-2-7"}, change.Txn{GTID: "0-3-99"}, true},
+		{change.Position{GTIDSet: "0-1-100,1-2-7"}, change.Txn{GTID: "0-1-101"}, false},
+		{change.Position{GTIDSet: "0-1-100"}, change.Txn{GTID: "1-1-1"}, false},
 		// MySQL: set membership.
-		{Position{GTIDSet: "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-42"}, Txn{GTID: "3e11fa47-71ca-11e1-9e33-c80aa9429562:42"}, true},
-		{Position{GTIDSet: "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-42"}, Txn{GTID: "3e11fa47-71ca-11e1-9e33-c80aa9429562:43"}, false},
+		{change.Position{GTIDSet: "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-42"}, change.Txn{GTID: "3e11fa47-71ca-11e1-9e33-c80aa9429562:42"}, true},
+		{change.Position{GTIDSet: "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-42"}, change.Txn{GTID: "3e11fa47-71ca-11e1-9e33-c80aa9429562:43"}, false},
 		// File and offset when there are no GTIDs.
-		{Position{File: "bin.000002", Pos: 500}, Txn{End: Position{File: "bin.000002", Pos: 500}}, true},
-		{Position{File: "bin.000002", Pos: 500}, Txn{End: Position{File: "bin.000002", Pos: 501}}, false},
-		{Position{File: "bin.000002", Pos: 500}, Txn{End: Position{File: "bin.000001", Pos: 9000}}, true},
-		{Position{File: "bin.999999", Pos: 500}, Txn{End: Position{File: "bin.1000000", Pos: 4}}, false},
-		{Position{File: "my.host-bin.000003", Pos: 4}, Txn{End: Position{File: "my.host-bin.000010", Pos: 4}}, false},
+		{change.Position{File: "bin.000002", Pos: 500}, change.Txn{End: change.Position{File: "bin.000002", Pos: 500}}, true},
+		{change.Position{File: "bin.000002", Pos: 500}, change.Txn{End: change.Position{File: "bin.000002", Pos: 501}}, false},
+		{change.Position{File: "bin.000002", Pos: 500}, change.Txn{End: change.Position{File: "bin.000001", Pos: 9000}}, true},
+		{change.Position{File: "bin.999999", Pos: 500}, change.Txn{End: change.Position{File: "bin.1000000", Pos: 4}}, false},
+		{change.Position{File: "my.host-bin.000003", Pos: 4}, change.Txn{End: change.Position{File: "my.host-bin.000010", Pos: 4}}, false},
 		// Cannot tell: false.
-		{Position{}, Txn{GTID: "0-1-1", End: Position{File: "bin.000001", Pos: 4}}, false},
-		{Position{GTIDSet: "garbage"}, Txn{GTID: "0-1-1"}, false},
+		{change.Position{}, change.Txn{GTID: "0-1-1", End: change.Position{File: "bin.000001", Pos: 4}}, false},
+		{change.Position{GTIDSet: "garbage"}, change.Txn{GTID: "0-1-1"}, false},
 	}
 	for _, c := range cases {
-		if got := c.p.Includes(&c.t); got != c.want {
+		if got := Includes(c.p, &c.t); got != c.want {
 			t.Errorf("%v.Includes(gtid %q end %v) = %v, want %v", c.p, c.t.GTID, c.t.End, got, c.want)
 		}
 	}

@@ -2,6 +2,7 @@ package canal
 
 import (
 	"bytes"
+	"dialsync/change"
 	"math"
 	"reflect"
 	"strconv"
@@ -16,8 +17,8 @@ import (
 // strips them in the binlog (fixed-length strings are logged without their
 // padding) and go-mysql does not put them back, while a SELECT returns the
 // value padded (https://dev.mysql.com/doc/refman/8.0/en/binary-varbinary.html).
-func pick(row []any, idx, pad []int) Row {
-	out := make(Row, len(idx))
+func pick(row []any, idx, pad []int) change.Row {
+	out := make(change.Row, len(idx))
 	for j, i := range idx {
 		v := normalize(row[i])
 		if s, ok := v.(string); ok && pad != nil && len(s) < pad[j] {
@@ -122,9 +123,9 @@ func valueEqual(a, b any) bool {
 }
 
 // changeSize approximates the memory a Change holds, for MaxTxnBytes.
-func changeSize(c *Change) int {
+func changeSize(c *change.Change) int {
 	n := 64 + 16*len(c.Changed)
-	for _, r := range [2]Row{c.Before, c.After} {
+	for _, r := range [2]change.Row{c.Before, c.After} {
 		n += 24
 		for _, v := range r {
 			n += 16

@@ -18,6 +18,7 @@ package checkpoint
 
 import (
 	"context"
+	"dialsync/change"
 	"errors"
 	"fmt"
 	"math"
@@ -27,8 +28,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"dialsync/canal"
 )
 
 // ErrFenced means another instance holds a newer epoch for the pipeline:
@@ -50,7 +49,7 @@ var ErrNoHistoryEntry = errors.New("checkpoint: no such history entry")
 // Checkpoint is a pipeline's stored position.
 type Checkpoint struct {
 	Pipeline string
-	Pos      canal.Position
+	Pos      change.Position
 	// ServerUUID identifies the source server the position belongs to
 	// (server_uuid, or the MariaDB server_id as text); empty when unknown.
 	ServerUUID string
@@ -69,7 +68,7 @@ type HistoryEntry struct {
 	Reason   string
 	// Old is the checkpoint before the change; zero (IsZero) when there was
 	// none. New is the checkpoint after it; zero when it was removed (Reset).
-	Old, New canal.Position
+	Old, New change.Position
 	Epoch    int64 // the checkpoint's epoch when the change was made
 }
 
@@ -139,7 +138,7 @@ func (s *Store) Load(ctx context.Context) (cp Checkpoint, found bool, err error)
 // owners are claim -> user mappings learned since the previous Save; they are
 // written in the same transaction as the checkpoint, so the stored map is
 // always the map as of the stored position (see Owners).
-func (s *Store) Save(ctx context.Context, pos canal.Position, owners, pointers map[uint64]uint64) error {
+func (s *Store) Save(ctx context.Context, pos change.Position, owners, pointers map[uint64]uint64) error {
 	epoch := s.epoch.Load()
 	save := func(ctx context.Context, db interface {
 		Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
@@ -277,7 +276,7 @@ func (s *Store) loadMap(ctx context.Context, q, what string) (map[uint64]uint64,
 // operator overrides); callers refuse first while an instance holds the
 // lease (see Holder). The stored epoch is kept, so the running leader's
 // later saves are not blocked by it.
-func (s *Store) Set(ctx context.Context, pos canal.Position, actor, reason string) error {
+func (s *Store) Set(ctx context.Context, pos change.Position, actor, reason string) error {
 	if pos.IsZero() {
 		return fmt.Errorf("set checkpoint %q: empty position (use Reset to remove it)", s.pipeline)
 	}
@@ -298,7 +297,7 @@ func (s *Store) Reset(ctx context.Context, actor, reason string) error {
 }
 
 // change writes pos (nil: delete) and its history entry in one transaction.
-func (s *Store) change(ctx context.Context, pos *canal.Position, actor, reason string) error {
+func (s *Store) change(ctx context.Context, pos *change.Position, actor, reason string) error {
 	if actor == "" {
 		return errors.New("actor is required for the history")
 	}
@@ -390,8 +389,8 @@ func (s *Store) scanHistory(r pgx.CollectableRow) (HistoryEntry, error) {
 	return h, nil
 }
 
-func position(gtid, file *string, pos *int64) canal.Position {
-	var p canal.Position
+func position(gtid, file *string, pos *int64) change.Position {
+	var p change.Position
 	if gtid != nil {
 		p.GTIDSet = *gtid
 	}

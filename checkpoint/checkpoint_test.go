@@ -7,7 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"dialsync/canal"
+	"dialsync/change"
 	"dialsync/internal/pgstore"
 )
 
@@ -29,11 +29,11 @@ func TestLoadSave(t *testing.T) {
 		t.Fatalf("Load on empty = found %v, %v; want not found", found, err)
 	}
 	s.SetServerUUID("uuid-1")
-	p1 := canal.Position{File: "mysql-bin.000001", Pos: 1234, GTIDSet: "0-1-10"}
+	p1 := change.Position{File: "mysql-bin.000001", Pos: 1234, GTIDSet: "0-1-10"}
 	if err := s.Save(ctx, p1, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	p2 := canal.Position{File: "mysql-bin.000002", Pos: 4294967295, GTIDSet: "0-1-11"}
+	p2 := change.Position{File: "mysql-bin.000002", Pos: 4294967295, GTIDSet: "0-1-11"}
 	if err := s.Save(ctx, p2, nil, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -60,19 +60,19 @@ func TestSetHistoryRollback(t *testing.T) {
 	pool, _ := migrated(t)
 	ctx := context.Background()
 	s := NewStore(pool, "dialsync", "main")
-	auto := canal.Position{File: "bin.000001", Pos: 100, GTIDSet: "0-1-1"}
+	auto := change.Position{File: "bin.000001", Pos: 100, GTIDSet: "0-1-1"}
 	if err := s.Save(ctx, auto, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	a := canal.Position{File: "bin.000002", Pos: 200, GTIDSet: "0-1-2"}
-	b := canal.Position{File: "bin.000003", Pos: 300}
+	a := change.Position{File: "bin.000002", Pos: 200, GTIDSet: "0-1-2"}
+	b := change.Position{File: "bin.000003", Pos: 300}
 	if err := s.Set(ctx, a, "alice", "skip poison txn"); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Set(ctx, b, "bob", "jump"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Set(ctx, canal.Position{}, "bob", ""); err == nil {
+	if err := s.Set(ctx, change.Position{}, "bob", ""); err == nil {
 		t.Error("Set accepted an empty position")
 	}
 	if err := s.Set(ctx, a, "", "no actor"); err == nil {
@@ -136,14 +136,14 @@ func TestOwnersSavedWithCheckpoint(t *testing.T) {
 	pool, _ := migrated(t)
 	ctx := context.Background()
 	s := NewStore(pool, "dialsync", "main")
-	if err := s.Save(ctx, canal.Position{File: "b.000001", Pos: 10}, map[uint64]uint64{1: 100, 2: 200}, nil); err != nil {
+	if err := s.Save(ctx, change.Position{File: "b.000001", Pos: 10}, map[uint64]uint64{1: 100, 2: 200}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Save(ctx, canal.Position{File: "b.000001", Pos: 20}, map[uint64]uint64{2: 201, 3: 300}, map[uint64]uint64{7: 70, 8: 80}); err != nil {
+	if err := s.Save(ctx, change.Position{File: "b.000001", Pos: 20}, map[uint64]uint64{2: 201, 3: 300}, map[uint64]uint64{7: 70, 8: 80}); err != nil {
 		t.Fatal(err)
 	}
 	// A pointer 0 (user points nowhere / deleted) removes the user's row.
-	if err := s.Save(ctx, canal.Position{File: "b.000001", Pos: 25}, nil, map[uint64]uint64{7: 0, 8: 81}); err != nil {
+	if err := s.Save(ctx, change.Position{File: "b.000001", Pos: 25}, nil, map[uint64]uint64{7: 0, 8: 81}); err != nil {
 		t.Fatal(err)
 	}
 	if ptrs, err := s.Pointers(ctx); err != nil || len(ptrs) != 1 || ptrs[8] != 81 {
@@ -166,7 +166,7 @@ func TestOwnersSavedWithCheckpoint(t *testing.T) {
 	if _, err := pool.Exec(ctx, `INSERT INTO dialsync.queue_marks (pipeline, file, pos, gtid_set, partial_txn, piece) VALUES ('main', 'b.000001', 25, '', '', 0)`); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Set(ctx, canal.Position{File: "b.000001", Pos: 10}, "test", "rewind"); err != nil {
+	if err := s.Set(ctx, change.Position{File: "b.000001", Pos: 10}, "test", "rewind"); err != nil {
 		t.Fatal(err)
 	}
 	var marks int
@@ -176,7 +176,7 @@ func TestOwnersSavedWithCheckpoint(t *testing.T) {
 	if m, _ := s.Owners(ctx); len(m) != 0 {
 		t.Fatalf("owners after Set = %v; want none", m)
 	}
-	if err := s.Save(ctx, canal.Position{File: "b.000001", Pos: 25}, want, nil); err != nil {
+	if err := s.Save(ctx, change.Position{File: "b.000001", Pos: 25}, want, nil); err != nil {
 		t.Fatal(err)
 	}
 	other := NewStore(pool, "dialsync", "other")
@@ -187,13 +187,13 @@ func TestOwnersSavedWithCheckpoint(t *testing.T) {
 	if _, err := pool.Exec(ctx, `INSERT INTO dialsync.leases (pipeline, epoch, holder, acquired_at) VALUES ('main', 5, 'x', now())`); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Save(ctx, canal.Position{File: "b.000001", Pos: 30}, map[uint64]uint64{1: 999}, nil); !errors.Is(err, ErrFenced) {
+	if err := s.Save(ctx, change.Position{File: "b.000001", Pos: 30}, map[uint64]uint64{1: 999}, nil); !errors.Is(err, ErrFenced) {
 		t.Fatalf("Save = %v, want ErrFenced", err)
 	}
 	if m, _ := s.Owners(ctx); m[1] != 100 {
 		t.Fatalf("fenced save changed the map: %v", m)
 	}
-	if err := s.Set(ctx, canal.Position{File: "b.000002", Pos: 4}, "op", "test"); err != nil {
+	if err := s.Set(ctx, change.Position{File: "b.000002", Pos: 4}, "op", "test"); err != nil {
 		t.Fatal(err)
 	}
 	if m, _ := s.Owners(ctx); len(m) != 0 {

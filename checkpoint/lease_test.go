@@ -2,11 +2,10 @@ package checkpoint
 
 import (
 	"context"
+	"dialsync/change"
 	"errors"
 	"testing"
 	"time"
-
-	"dialsync/canal"
 )
 
 func TestLeaseFencing(t *testing.T) {
@@ -32,7 +31,7 @@ func TestLeaseFencing(t *testing.T) {
 
 	s1 := NewStore(pool, "dialsync", "main")
 	s1.SetEpoch(l1.Epoch())
-	p1 := canal.Position{File: "bin.000001", Pos: 100, GTIDSet: "0-1-1"}
+	p1 := change.Position{File: "bin.000001", Pos: 100, GTIDSet: "0-1-1"}
 	if err := s1.Save(ctx, p1, nil, nil); err != nil {
 		t.Fatalf("leader save: %v", err)
 	}
@@ -85,7 +84,7 @@ func TestLeaseFencing(t *testing.T) {
 	}
 
 	// The deposed leader (think: paused, woke up) cannot write.
-	if err := s1.Save(ctx, canal.Position{File: "bin.000009", Pos: 999}, map[uint64]uint64{1: 2}, nil); !errors.Is(err, ErrFenced) {
+	if err := s1.Save(ctx, change.Position{File: "bin.000009", Pos: 999}, map[uint64]uint64{1: 2}, nil); !errors.Is(err, ErrFenced) {
 		t.Fatalf("deposed leader save: %v; want ErrFenced", err)
 	}
 	if cp, _, _ := s1.Load(ctx); cp.Pos != p1 || cp.Epoch != 1 {
@@ -93,7 +92,7 @@ func TestLeaseFencing(t *testing.T) {
 	}
 	s2 := NewStore(pool, "dialsync", "main")
 	s2.SetEpoch(l2.Epoch())
-	p2 := canal.Position{File: "bin.000002", Pos: 200}
+	p2 := change.Position{File: "bin.000002", Pos: 200}
 	if err := s2.Save(ctx, p2, nil, nil); err != nil {
 		t.Fatalf("new leader save: %v", err)
 	}
@@ -207,7 +206,7 @@ func TestSaveRacingTakeoverIsFenced(t *testing.T) {
 	}
 	s := NewStore(pool, "dialsync", "main")
 	s.SetEpoch(1)
-	p1 := canal.Position{File: "bin.000001", Pos: 100}
+	p1 := change.Position{File: "bin.000001", Pos: 100}
 	if err := s.Save(ctx, p1, nil, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +219,7 @@ func TestSaveRacingTakeoverIsFenced(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- s.Save(ctx, canal.Position{File: "bin.000001", Pos: 200}, nil, nil) }()
+	go func() { done <- s.Save(ctx, change.Position{File: "bin.000001", Pos: 200}, nil, nil) }()
 	select {
 	case err := <-done:
 		t.Fatalf("Save did not wait for the in-flight takeover: %v", err)

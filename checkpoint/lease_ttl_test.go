@@ -2,12 +2,11 @@ package checkpoint
 
 import (
 	"context"
+	"dialsync/change"
 	"errors"
 	"strings"
 	"testing"
 	"time"
-
-	"dialsync/canal"
 )
 
 // Short timings so the tests run in about a second each.
@@ -30,7 +29,7 @@ func TestLeaseStaleHolderIsDeposed(t *testing.T) {
 	l1 := holdLease(t, connString, "one")
 	s1 := NewStore(pool, "dialsync", "main")
 	s1.SetEpoch(l1.Epoch())
-	p1 := canal.Position{GTIDSet: "0-1-10"}
+	p1 := change.Position{GTIDSet: "0-1-10"}
 	if err := s1.Save(ctx, p1, nil, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +57,7 @@ func TestLeaseStaleHolderIsDeposed(t *testing.T) {
 	}
 	// It wakes up and tries to move the checkpoint: fenced, and fatal to the
 	// apply loop (internal/apply.IsFatal looks for Fatal() bool).
-	err := s1.Save(ctx, canal.Position{GTIDSet: "0-1-99"}, nil, nil)
+	err := s1.Save(ctx, change.Position{GTIDSet: "0-1-99"}, nil, nil)
 	if !errors.Is(err, ErrFenced) {
 		t.Fatalf("deposed leader save: %v; want ErrFenced", err)
 	}

@@ -1,11 +1,10 @@
 package handlers
 
 import (
+	"dialsync/change"
 	"errors"
 	"strings"
 	"testing"
-
-	"dialsync/canal"
 )
 
 // fuzzTables covers every tracked table plus untracked names.
@@ -50,22 +49,22 @@ func fuzzValue(k uint32, a int64, b uint64, s string, alt bool) any {
 // fuzzRow builds a row image from 8 bits of shape: bit 0 says whether the
 // image exists, bits 1-2 its length (0-3), then one 3-bit kind per column
 // (the third column, if any, takes the first column's kind plus one).
-func fuzzRow(shape uint32, a int64, b uint64, s string, alt bool) canal.Row {
+func fuzzRow(shape uint32, a int64, b uint64, s string, alt bool) change.Row {
 	if shape&1 == 0 {
 		return nil
 	}
 	n := int(shape>>1) & 3
-	r := make(canal.Row, n)
+	r := make(change.Row, n)
 	for i := range r {
 		r[i] = fuzzValue(shape>>(3+3*(i%2))+uint32(i/2), a+int64(i), b+uint64(i), s, alt)
 	}
 	return r
 }
 
-func fuzzChange(table, op uint8, shape uint32, a int64, b uint64, s string, alt bool) canal.Change {
-	return canal.Change{
+func fuzzChange(table, op uint8, shape uint32, a int64, b uint64, s string, alt bool) change.Change {
+	return change.Change{
 		Table:  fuzzTables[int(table)%len(fuzzTables)],
-		Op:     canal.Op(op % 5), // 0 and 4 are invalid ops
+		Op:     change.Op(op % 5), // 0 and 4 are invalid ops
 		Before: fuzzRow(shape&0xffff, a, b, s, alt),
 		After:  fuzzRow(shape>>16, a, b, s, alt),
 	}

@@ -1,10 +1,9 @@
 package handlers
 
 import (
+	"dialsync/change"
 	"fmt"
 	"strconv"
-
-	"dialsync/canal"
 )
 
 // RowError reports a row image Handle cannot use: a NULL or negative id, a
@@ -88,28 +87,28 @@ func kindOf(table string) (tableKind, bool) {
 //
 // On error (a *RowError) r is left exactly as it was. Handle does not
 // allocate unless r must grow or it returns an error.
-func Handle(c *canal.Change, r *Result) error {
+func Handle(c *change.Change, r *Result) error {
 	kind, ok := kindOf(c.Table)
 	if !ok {
 		return nil
 	}
-	var before, after canal.Row
+	var before, after change.Row
 	switch c.Op {
-	case canal.Insert:
+	case change.Insert:
 		after = c.After
-	case canal.Update:
+	case change.Update:
 		before, after = c.Before, c.After
-	case canal.Delete:
+	case change.Delete:
 		before = c.Before
 	default:
 		return &RowError{Table: c.Table, Problem: "unknown operation " + strconv.Itoa(int(c.Op))}
 	}
 	// An update without one of its images, or an insert/delete without its
 	// only image, would silently miss a user: treat it as poison.
-	if c.Op != canal.Insert && before == nil {
+	if c.Op != change.Insert && before == nil {
 		return &RowError{Table: c.Table, Image: "before", Problem: "missing for " + c.Op.String()}
 	}
-	if c.Op != canal.Delete && after == nil {
+	if c.Op != change.Delete && after == nil {
 		return &RowError{Table: c.Table, Image: "after", Problem: "missing for " + c.Op.String()}
 	}
 
@@ -150,7 +149,7 @@ func Handle(c *canal.Change, r *Result) error {
 
 // handleRow appends the refs of one row image; refs appended since index
 // start are not repeated. For claims it returns the owner the image shows.
-func handleRow(kind tableKind, table, image string, row canal.Row, r *Result, start int) (Owner, error) {
+func handleRow(kind tableKind, table, image string, row change.Row, r *Result, start int) (Owner, error) {
 	cols := ownColumns[kind].cols
 	if len(row) < len(cols) {
 		return Owner{}, &RowError{Table: table, Image: image,
@@ -226,7 +225,7 @@ func addRef(r *Result, start int, ref Ref) {
 // declares these columns NOT NULL, so a NULL means a row image that is not
 // FULL (MINIMAL images leave unlogged columns nil) or a schema we do not
 // understand, and guessing would lose a user in silence.
-func idAt(table, image string, cols []string, row canal.Row, i int) (uint64, error) {
+func idAt(table, image string, cols []string, row change.Row, i int) (uint64, error) {
 	switch v := row[i].(type) {
 	case int64:
 		if v >= 0 {

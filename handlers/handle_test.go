@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"dialsync/change"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,25 +11,23 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"dialsync/canal"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
 
 // Shorthands for building changes in the table below.
-func row(v ...any) canal.Row { return canal.Row(v) }
+func row(v ...any) change.Row { return change.Row(v) }
 
-func ins(table string, after canal.Row) canal.Change {
-	return canal.Change{Table: table, Op: canal.Insert, After: after}
+func ins(table string, after change.Row) change.Change {
+	return change.Change{Table: table, Op: change.Insert, After: after}
 }
 
-func upd(table string, before, after canal.Row, changed ...string) canal.Change {
-	return canal.Change{Table: table, Op: canal.Update, Before: before, After: after, Changed: changed}
+func upd(table string, before, after change.Row, changed ...string) change.Change {
+	return change.Change{Table: table, Op: change.Update, Before: before, After: after, Changed: changed}
 }
 
-func del(table string, before canal.Row) canal.Change {
-	return canal.Change{Table: table, Op: canal.Delete, Before: before}
+func del(table string, before change.Row) change.Change {
+	return change.Change{Table: table, Op: change.Delete, Before: before}
 }
 
 // handleCase runs Changes in order into one Result, as the apply side does
@@ -36,7 +35,7 @@ func del(table string, before canal.Row) canal.Change {
 // left the Result as the earlier changes made it.
 type handleCase struct {
 	name    string
-	changes []canal.Change
+	changes []change.Change
 	// secrets are row values the error must not contain. Every non-nil
 	// value of an erroring change whose text has 4+ characters is checked
 	// as well; secrets covers shorter or derived forms.
@@ -47,69 +46,69 @@ type handleCase struct {
 // when the value does not fit int64 (or signedness metadata is present).
 var handleCases = []handleCase{
 	// users
-	{name: "users insert", changes: []canal.Change{ins("users", row(int64(1), nil))}},
-	{name: "users update names the user once", changes: []canal.Change{
+	{name: "users insert", changes: []change.Change{ins("users", row(int64(1), nil))}},
+	{name: "users update names the user once", changes: []change.Change{
 		upd("users", row(int64(1), nil), row(int64(1), nil), "first_name", "updated_at")}},
-	{name: "users update of current_user_address_id recomputes the user", changes: []canal.Change{
+	{name: "users update of current_user_address_id recomputes the user", changes: []change.Change{
 		upd("users", row(int64(1), int64(10)), row(int64(1), int64(11)), "current_user_address_id", "updated_at")}},
-	{name: "users soft delete is an update", changes: []canal.Change{
+	{name: "users soft delete is an update", changes: []change.Change{
 		upd("users", row(int64(1), nil), row(int64(1), nil), "deleted_at", "updated_at")}},
-	{name: "users hard delete", changes: []canal.Change{del("users", row(int64(1), nil))}},
-	{name: "users id change names both ids", changes: []canal.Change{
+	{name: "users hard delete", changes: []change.Change{del("users", row(int64(1), nil))}},
+	{name: "users id change names both ids", changes: []change.Change{
 		upd("users", row(int64(1), nil), row(int64(2), nil), "id")}},
-	{name: "users id above MaxInt64 as uint64", changes: []canal.Change{
+	{name: "users id above MaxInt64 as uint64", changes: []change.Change{
 		ins("users", row(uint64(math.MaxUint64), nil))}},
-	{name: "users allow-listed extra columns are ignored", changes: []canal.Change{
+	{name: "users allow-listed extra columns are ignored", changes: []change.Change{
 		upd("users", row(int64(1), nil, "Alice", "active"), row(int64(1), nil, "Alicia", "active"), "first_name")}},
 
 	// user_addresses
-	{name: "user_addresses insert", changes: []canal.Change{
+	{name: "user_addresses insert", changes: []change.Change{
 		ins("user_addresses", row(int64(9), int64(1)))}},
-	{name: "user_addresses update of an address users point at", changes: []canal.Change{
+	{name: "user_addresses update of an address users point at", changes: []change.Change{
 		upd("user_addresses", row(int64(9), int64(1)), row(int64(9), int64(1)), "post_code")}},
-	{name: "user_addresses moves to another user", changes: []canal.Change{
+	{name: "user_addresses moves to another user", changes: []change.Change{
 		upd("user_addresses", row(int64(9), int64(1)), row(int64(9), int64(2)), "user_id")}},
-	{name: "user_addresses delete", changes: []canal.Change{
+	{name: "user_addresses delete", changes: []change.Change{
 		del("user_addresses", row(int64(9), int64(1)))}},
 
 	// claims
-	{name: "claims insert learns the owner", changes: []canal.Change{
+	{name: "claims insert learns the owner", changes: []change.Change{
 		ins("claims", row(int64(7), int64(1)))}},
-	{name: "claims update same owner", changes: []canal.Change{
+	{name: "claims update same owner", changes: []change.Change{
 		upd("claims", row(int64(7), int64(1)), row(int64(7), int64(1)), "status")}},
-	{name: "claims moves between users", changes: []canal.Change{
+	{name: "claims moves between users", changes: []change.Change{
 		upd("claims", row(int64(7), int64(1)), row(int64(7), int64(2)), "user_id")}},
-	{name: "claims soft delete is an update", changes: []canal.Change{
+	{name: "claims soft delete is an update", changes: []change.Change{
 		upd("claims", row(int64(7), int64(1)), row(int64(7), int64(1)), "deleted_at", "updated_at")}},
-	{name: "claims hard delete learns from the before image", changes: []canal.Change{
+	{name: "claims hard delete learns from the before image", changes: []change.Change{
 		del("claims", row(int64(7), int64(1)))}},
 
 	// claim_requirements
-	{name: "claim_requirements insert", changes: []canal.Change{
+	{name: "claim_requirements insert", changes: []change.Change{
 		ins("claim_requirements", row(int64(30), int64(7)))}},
-	{name: "claim_requirements update", changes: []canal.Change{
+	{name: "claim_requirements update", changes: []change.Change{
 		upd("claim_requirements", row(int64(30), int64(7)), row(int64(30), int64(7)), "status")}},
-	{name: "claim_requirements moves between claims", changes: []canal.Change{
+	{name: "claim_requirements moves between claims", changes: []change.Change{
 		upd("claim_requirements", row(int64(30), int64(7)), row(int64(30), int64(8)), "claim_id")}},
-	{name: "claim_requirements delete", changes: []canal.Change{
+	{name: "claim_requirements delete", changes: []change.Change{
 		del("claim_requirements", row(int64(30), int64(7)))}},
-	{name: "requirement of a hard-deleted claim resolves by the learned owner", changes: []canal.Change{
+	{name: "requirement of a hard-deleted claim resolves by the learned owner", changes: []change.Change{
 		del("claim_requirements", row(int64(30), int64(7))),
 		del("claims", row(int64(7), int64(1))),
 		del("claim_requirements", row(int64(31), int64(7)))}},
-	{name: "claim_requirements NULL own id is not needed", changes: []canal.Change{
+	{name: "claim_requirements NULL own id is not needed", changes: []change.Change{
 		ins("claim_requirements", row(nil, int64(7)))}},
 
 	// claim_vehicle_packages
-	{name: "claim_vehicle_packages insert", changes: []canal.Change{
+	{name: "claim_vehicle_packages insert", changes: []change.Change{
 		ins("claim_vehicle_packages", row(int64(40), int64(7)))}},
-	{name: "claim_vehicle_packages update", changes: []canal.Change{
+	{name: "claim_vehicle_packages update", changes: []change.Change{
 		upd("claim_vehicle_packages", row(int64(40), int64(7)), row(int64(40), int64(8)), "claim_id")}},
-	{name: "claim_vehicle_packages delete", changes: []canal.Change{
+	{name: "claim_vehicle_packages delete", changes: []change.Change{
 		del("claim_vehicle_packages", row(int64(40), int64(7)))}},
 
 	// integer kinds other than int64/uint64
-	{name: "narrow integer kinds are accepted", changes: []canal.Change{
+	{name: "narrow integer kinds are accepted", changes: []change.Change{
 		ins("users", row(int32(3), nil)),
 		ins("users", row(uint32(4), nil)),
 		ins("users", row(int(5), nil)),
@@ -120,43 +119,43 @@ var handleCases = []handleCase{
 		ins("users", row(uint8(10), nil))}},
 
 	// untracked tables
-	{name: "unknown table is ignored", changes: []canal.Change{
+	{name: "unknown table is ignored", changes: []change.Change{
 		ins("migrations", row("2024_01_01_000000_create_users_table", int64(1))),
 		del("sessions", nil),
 		ins("Users", row(int64(1)))}},
-	{name: "unknown table with an unknown op is ignored", changes: []canal.Change{
+	{name: "unknown table with an unknown op is ignored", changes: []change.Change{
 		{Table: "jobs", Op: 0}}},
 
 	// poison rows
-	{name: "error users NULL id", changes: []canal.Change{ins("users", row(nil, nil))}},
-	{name: "error users id as string", changes: []canal.Change{
+	{name: "error users NULL id", changes: []change.Change{ins("users", row(nil, nil))}},
+	{name: "error users id as string", changes: []change.Change{
 		ins("users", row("alice@example.com", nil))}},
-	{name: "error users id as bytes", changes: []canal.Change{
+	{name: "error users id as bytes", changes: []change.Change{
 		ins("users", row([]byte("98765432"), nil))}, secrets: []string{"98765432"}},
-	{name: "error users id as float", changes: []canal.Change{ins("users", row(12345.5, nil))}},
-	{name: "error users id as time", changes: []canal.Change{
+	{name: "error users id as float", changes: []change.Change{ins("users", row(12345.5, nil))}},
+	{name: "error users id as time", changes: []change.Change{
 		ins("users", row(time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC), nil))}, secrets: []string{"2031"}},
-	{name: "error users negative id", changes: []canal.Change{ins("users", row(int64(-4242), nil))},
+	{name: "error users negative id", changes: []change.Change{ins("users", row(int64(-4242), nil))},
 		secrets: []string{"4242"}},
-	{name: "error claims NULL user_id in after image", changes: []canal.Change{
+	{name: "error claims NULL user_id in after image", changes: []change.Change{
 		upd("claims", row(int64(7), int64(1)), row(int64(7), nil), "user_id")}},
-	{name: "error claims NULL user_id in before image", changes: []canal.Change{
+	{name: "error claims NULL user_id in before image", changes: []change.Change{
 		del("claims", row(int64(7777), nil))}},
-	{name: "error claims user_id as string", changes: []canal.Change{
+	{name: "error claims user_id as string", changes: []change.Change{
 		ins("claims", row(int64(7777), "07700900123"))}},
-	{name: "error user_addresses NULL id", changes: []canal.Change{
+	{name: "error user_addresses NULL id", changes: []change.Change{
 		ins("user_addresses", row(nil, int64(1234)))}},
-	{name: "error claim_requirements claim_id as decimal string", changes: []canal.Change{
+	{name: "error claim_requirements claim_id as decimal string", changes: []change.Change{
 		ins("claim_requirements", row(int64(3030), "1234.50"))}},
-	{name: "error claim_vehicle_packages NULL claim_id", changes: []canal.Change{
+	{name: "error claim_vehicle_packages NULL claim_id", changes: []change.Change{
 		del("claim_vehicle_packages", row(int64(4040), nil))}},
-	{name: "error short row", changes: []canal.Change{ins("claims", row(int64(7777)))}},
-	{name: "error update without before image", changes: []canal.Change{
+	{name: "error short row", changes: []change.Change{ins("claims", row(int64(7777)))}},
+	{name: "error update without before image", changes: []change.Change{
 		upd("users", nil, row(int64(1111), nil))}},
-	{name: "error insert without after image", changes: []canal.Change{ins("claims", nil)}},
-	{name: "error delete without before image", changes: []canal.Change{del("claim_requirements", nil)}},
-	{name: "error unknown op", changes: []canal.Change{{Table: "users", Op: 9, After: row(int64(1111), nil)}}},
-	{name: "error leaves the result as the earlier changes made it", changes: []canal.Change{
+	{name: "error insert without after image", changes: []change.Change{ins("claims", nil)}},
+	{name: "error delete without before image", changes: []change.Change{del("claim_requirements", nil)}},
+	{name: "error unknown op", changes: []change.Change{{Table: "users", Op: 9, After: row(int64(1111), nil)}}},
+	{name: "error leaves the result as the earlier changes made it", changes: []change.Change{
 		ins("claims", row(int64(7), int64(1))),
 		upd("claims", row(int64(8), int64(1)), row(int64(8), "B0BSECRET"), "user_id")}},
 }
@@ -204,7 +203,7 @@ func TestHandleGolden(t *testing.T) {
 
 // checkError asserts err is a *RowError naming the table and never
 // containing a row value.
-func checkError(t *testing.T, tc handleCase, c *canal.Change, err error) {
+func checkError(t *testing.T, tc handleCase, c *change.Change, err error) {
 	t.Helper()
 	var re *RowError
 	if !errors.As(err, &re) {
@@ -217,7 +216,7 @@ func checkError(t *testing.T, tc handleCase, c *canal.Change, err error) {
 		t.Errorf("%s: error %q does not name the table", tc.name, msg)
 	}
 	secrets := append([]string(nil), tc.secrets...)
-	for _, img := range []canal.Row{c.Before, c.After} {
+	for _, img := range []change.Row{c.Before, c.After} {
 		for _, v := range img {
 			if v == nil {
 				continue
@@ -246,7 +245,7 @@ func duplicates(refs []Ref) string {
 	return strings.Join(d, " ")
 }
 
-func describeChange(c *canal.Change) string {
+func describeChange(c *change.Change) string {
 	s := c.Table + " " + c.Op.String()
 	if c.Before != nil {
 		s += " before=" + describeRow(c.Before)
@@ -262,7 +261,7 @@ func describeChange(c *canal.Change) string {
 
 // describeRow prints each value with its Go type, since the type is what
 // Handle judges.
-func describeRow(r canal.Row) string {
+func describeRow(r change.Row) string {
 	parts := make([]string, len(r))
 	for i, v := range r {
 		switch v := v.(type) {
@@ -413,7 +412,7 @@ func TestSpecsWith(t *testing.T) {
 	}
 }
 
-func describeSpecs(specs []canal.TableSpec) string {
+func describeSpecs(specs []change.TableSpec) string {
 	parts := make([]string, len(specs))
 	for i, s := range specs {
 		parts[i] = s.Table + "(" + strings.Join(s.Columns, ",") + ")"
@@ -423,7 +422,7 @@ func describeSpecs(specs []canal.TableSpec) string {
 
 // benchChanges is a plausible mix for one batch: mostly requirement and
 // claim updates, some users and addresses, and rows of an ignored table.
-var benchChanges = []canal.Change{
+var benchChanges = []change.Change{
 	upd("claim_requirements", row(int64(30), int64(7), "PENDING"), row(int64(30), int64(7), "DONE"), "status"),
 	ins("claim_requirements", row(int64(31), int64(7))),
 	upd("claims", row(int64(7), int64(1)), row(int64(7), int64(2)), "user_id"),

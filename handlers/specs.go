@@ -1,6 +1,6 @@
 package handlers
 
-import "dialsync/canal"
+import "dialsync/change"
 
 // The five source tables (BRIEF section 3). Any other table is ignored.
 const (
@@ -50,7 +50,7 @@ func IsTracked(table string) bool {
 
 // Specs returns the columns each tracked table must deliver, in a fixed table
 // order. The returned slices are fresh: callers may modify them.
-func Specs() []canal.TableSpec { return SpecsWith(nil) }
+func Specs() []change.TableSpec { return SpecsWith(nil) }
 
 // SpecsWith is Specs plus allow-listed columns (table -> column names) whose
 // values notices may carry. For each table the handler's own columns come
@@ -58,8 +58,8 @@ func Specs() []canal.TableSpec { return SpecsWith(nil) }
 // skipping any already present (own or earlier extra), so a column never
 // appears twice. Entries for tables that are not tracked are ignored: config
 // validation should reject them with IsTracked, naming the table.
-func SpecsWith(extra map[string][]string) []canal.TableSpec {
-	specs := make([]canal.TableSpec, 0, len(ownColumns))
+func SpecsWith(extra map[string][]string) []change.TableSpec {
+	specs := make([]change.TableSpec, 0, len(ownColumns))
 	for _, t := range ownColumns {
 		cols := make([]string, len(t.cols), len(t.cols)+len(extra[t.table]))
 		copy(cols, t.cols)
@@ -68,7 +68,7 @@ func SpecsWith(extra map[string][]string) []canal.TableSpec {
 				cols = append(cols, c)
 			}
 		}
-		specs = append(specs, canal.TableSpec{Table: t.table, Columns: cols})
+		specs = append(specs, change.TableSpec{Table: t.table, Columns: cols})
 	}
 	return specs
 }
@@ -76,7 +76,7 @@ func SpecsWith(extra map[string][]string) []canal.TableSpec {
 // ColumnIndex returns the position of column in spec's Rows, or -1 when the
 // spec does not deliver it. Use it at start-up for allow-listed columns; an
 // allow-listed column that is also a handler column shares its index.
-func ColumnIndex(spec canal.TableSpec, column string) int { return indexOf(spec.Columns, column) }
+func ColumnIndex(spec change.TableSpec, column string) int { return indexOf(spec.Columns, column) }
 
 func indexOf(cols []string, c string) int {
 	for i, x := range cols {

@@ -25,7 +25,7 @@ const (
 // NewUserChanged encodes a dialsync.user.changed notice for one (source
 // transaction, user). source is the CloudEvents source ("dialsync/<pipeline>"),
 // subjectPrefix the NATS subject prefix ("dialsync"), t the source commit
-// time, and d.Source.Txn the transaction identity (canal.Txn.ID()).
+// time, and d.Source.Txn the transaction identity (change.Txn.ID()).
 //
 // The id is "<txn>/user.changed/<user>" and the subject "<prefix>.user.<user>".
 // Nil Tables/Operations/Columns are encoded as empty arrays, never null.

@@ -14,6 +14,7 @@ import (
 	"github.com/go-mysql-org/go-mysql/client"
 
 	"dialsync/canal"
+	"dialsync/change"
 	"dialsync/handlers"
 	"dialsync/internal/benchkit"
 )
@@ -191,7 +192,7 @@ func (b *bench) noopRead(ctx context.Context, from, head string) (rows, txns int
 	}
 	reached := false
 	t0 := time.Now()
-	err = canal.Stream(ctx, cfg, canal.Position{GTIDSet: from}, func(_ context.Context, t *canal.Txn) error {
+	err = canal.Stream(ctx, cfg, change.Position{GTIDSet: from}, func(_ context.Context, t *change.Txn) error {
 		rows += len(t.Changes)
 		if !t.Partial {
 			txns++

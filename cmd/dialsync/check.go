@@ -16,7 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"dialsync/canal"
+	"dialsync/change"
 	"dialsync/checkpoint"
 	"dialsync/handlers"
 	"dialsync/internal/cache"
@@ -232,7 +232,7 @@ func checkLookupServer(ctx context.Context, cfg *config.Config, src *preflight.S
 
 // trackedSpecs are the tables and columns the handlers read, as run uses
 // them (with notices.include_values).
-func trackedSpecs(cfg *config.Config) []canal.TableSpec {
+func trackedSpecs(cfg *config.Config) []change.TableSpec {
 	if extra := includeValues(cfg.Notices.IncludeValues); len(extra) > 0 {
 		return handlers.SpecsWith(extra)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/go-mysql-org/go-mysql/mysql"
 
 	"dialsync/canal"
+	"dialsync/change"
 	"dialsync/checkpoint"
 	"dialsync/internal/preflight"
 	"dialsync/internal/reconcile"
@@ -249,7 +250,7 @@ type posJSON struct {
 }
 
 // toPosJSON is nil for no position (before the first, or after a reset).
-func toPosJSON(p canal.Position) *posJSON {
+func toPosJSON(p change.Position) *posJSON {
 	if p.IsZero() {
 		return nil
 	}
@@ -329,7 +330,7 @@ func (c *ckptCmd) sourceFacts(ctx context.Context, src *preflight.Source, cp che
 		return err
 	}
 	if cp.Pos.File != "" {
-		if n, ok := preflight.BytesBehind(logs, cp.Pos, canal.Position{File: file, Pos: pos}); ok {
+		if n, ok := preflight.BytesBehind(logs, cp.Pos, change.Position{File: file, Pos: pos}); ok {
 			out.BytesBehind = &n
 		}
 	}
@@ -395,7 +396,7 @@ func orNone(s string) string {
 
 func (c *ckptCmd) set(ctx context.Context) error {
 	flavor := c.env.cfg.Source.Flavor
-	pos := canal.Position{File: c.file, Pos: c.pos}
+	pos := change.Position{File: c.file, Pos: c.pos}
 	if c.gtid != "" {
 		set, err := mysql.ParseGTIDSet(flavor, c.gtid)
 		if err != nil {
@@ -421,7 +422,7 @@ func (c *ckptCmd) set(ctx context.Context) error {
 // validateOnServer checks pos against the source: the file is listed and
 // pos is a transaction boundary in it; a GTID set is neither purged nor
 // beyond what the server has.
-func (c *ckptCmd) validateOnServer(ctx context.Context, pos canal.Position) error {
+func (c *ckptCmd) validateOnServer(ctx context.Context, pos change.Position) error {
 	src := c.source()
 	defer src.Close()
 	const hint = " (--force stores it anyway)"
@@ -518,7 +519,7 @@ func (c *ckptCmd) change(ctx context.Context, what string, fn func(context.Conte
 	return nil
 }
 
-func posText(p canal.Position) string {
+func posText(p change.Position) string {
 	if p.IsZero() {
 		return "(none)"
 	}

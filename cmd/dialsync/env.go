@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"dialsync/canal"
+	"dialsync/change"
 	"dialsync/checkpoint"
 	"dialsync/handlers"
 	"dialsync/internal/apply"
@@ -139,7 +140,7 @@ func openEnv(ctx context.Context, cfg *config.Config, log *slog.Logger) (*env, e
 	if err != nil {
 		return nil, err
 	}
-	var specs []canal.TableSpec
+	var specs []change.TableSpec
 	if extra := includeValues(cfg.Notices.IncludeValues); len(extra) > 0 {
 		specs = handlers.SpecsWith(extra)
 	} else {
@@ -249,7 +250,7 @@ func (e *env) newLoop(log *slog.Logger, mon *monitor) *apply.Loop {
 	a := e.cfg.Apply
 	var onApplied func(apply.BatchStats)
 	var onRetry func(string, error)
-	var onSaved func(canal.Position, time.Duration)
+	var onSaved func(change.Position, time.Duration)
 	if mon != nil {
 		onApplied, onRetry, onSaved = mon.onApplied, mon.onRetry, mon.onSaved
 	}

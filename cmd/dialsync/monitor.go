@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"dialsync/canal"
+	"dialsync/change"
 	"dialsync/internal/apply"
 	"dialsync/internal/lookup"
 	"dialsync/internal/metrics"
@@ -37,7 +38,7 @@ type monitor struct {
 	skipped uint64 // canal.SkippedStatements already counted (poll only)
 
 	mu  sync.Mutex
-	pos canal.Position // last stored checkpoint
+	pos change.Position // last stored checkpoint
 }
 
 func newMonitor(e *env, m *metrics.Metrics, log *slog.Logger) *monitor {
@@ -103,7 +104,7 @@ func (o *monitor) onApplied(st apply.BatchStats) {
 }
 
 // onSaved is apply.Config.OnSaved: a checkpoint write.
-func (o *monitor) onSaved(pos canal.Position, took time.Duration) {
+func (o *monitor) onSaved(pos change.Position, took time.Duration) {
 	now := time.Now()
 	o.lastSave.Store(now.UnixNano())
 	o.m.CheckpointTimestamp.Set(float64(now.Unix()))

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"dialsync/canal"
+	"dialsync/change"
 	"dialsync/checkpoint"
 	"dialsync/internal/apply"
 	"dialsync/internal/config"
@@ -157,7 +158,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 		if ok {
-			loop.SetMark(mark)
+			loop.SetMark(mark, canal.Includes)
 		}
 	}
 
@@ -241,7 +242,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 // of that position: on MariaDB exactly, from one consistent snapshot; on
 // MySQL the head first and the maps right after (a change in between is
 // replayed with the newer map).
-func (e *env) bootstrapStart(ctx context.Context) (from canal.Position, owners, pointers map[uint64]uint64, err error) {
+func (e *env) bootstrapStart(ctx context.Context) (from change.Position, owners, pointers map[uint64]uint64, err error) {
 	// Head also runs the source checks (binlog format, row image, tables).
 	if from, err = canal.Head(ctx, e.canalCfg); err != nil {
 		return from, nil, nil, fmt.Errorf("bootstrap: read source head: %w", err)
@@ -251,7 +252,7 @@ func (e *env) bootstrapStart(ctx context.Context) (from canal.Position, owners, 
 		return from, nil, nil, fmt.Errorf("bootstrap: %w", err)
 	}
 	if ok && snap.GTIDSet != "" {
-		return canal.Position{File: snap.File, Pos: snap.Pos, GTIDSet: snap.GTIDSet}, snap.Owners, snap.Pointers, nil
+		return change.Position{File: snap.File, Pos: snap.Pos, GTIDSet: snap.GTIDSet}, snap.Owners, snap.Pointers, nil
 	}
 	if owners, err = e.lookup.AllClaimOwners(ctx); err != nil {
 		return from, nil, nil, err
@@ -341,7 +342,7 @@ func (e *env) checkSameServer(ctx context.Context) error {
 // checkpoints taken on this server: after a failover the file names differ
 // and the GTID set decides (the server refuses a purged GTID, see
 // explainStreamError).
-func (e *env) checkPositionOnServer(ctx context.Context, pos canal.Position) error {
+func (e *env) checkPositionOnServer(ctx context.Context, pos change.Position) error {
 	if pos.File == "" {
 		return nil
 	}
@@ -358,7 +359,7 @@ func (e *env) checkPositionOnServer(ctx context.Context, pos canal.Position) err
 	return positionGone(pos, fmt.Sprintf("%s:4 (oldest binlog on the server)", logs[0].Name))
 }
 
-func positionGone(pos canal.Position, oldest string) error {
+func positionGone(pos change.Position, oldest string) error {
 	return fmt.Errorf("the source cannot serve the checkpoint's position (binlog purged, or past the end of its file): checkpoint %s; oldest available: %s. "+
 		"Recover with `dialsync checkpoint reset --to-head --reason \"binlog purged\"` (jumps to the head and reconciles the queue), "+
 		"or set recovery.on_purged = \"reconcile\" to do this automatically", pos, oldest)
@@ -377,10 +378,10 @@ func (e *env) explainStreamError(err error) error {
 	return fmt.Errorf("binlog: %w", err)
 }
 
-func (e *env) lastPosition() canal.Position {
+func (e *env) lastPosition() change.Position {
 	cp, _, err := e.ckpt.Load(context.Background())
 	if err != nil {
-		return canal.Position{}
+		return change.Position{}
 	}
 	return cp.Pos
 }

@@ -16,6 +16,7 @@ import (
 	"dialsync/internal/explain"
 	"dialsync/internal/progress"
 	"dialsync/notice"
+	"dialsync/notice/subscriber"
 )
 
 func init() {
@@ -177,14 +178,14 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("watch: jetstream: %w", err)
 	}
-	opt := notice.SubscribeOptions{Stream: cfg.NATS.Stream, Subject: filter.subject, Logger: log}
+	opt := subscriber.Options{Stream: cfg.NATS.Stream, Subject: filter.subject, Logger: log}
 	if since > 0 {
 		opt.StartTime = time.Now().Add(-since)
 	}
 	if text {
 		fmt.Fprintf(stderr, "watching %s on stream %s (Ctrl-C to stop)\n", filter.subject, cfg.NATS.Stream)
 	}
-	err = notice.Subscribe(ctx, js, opt, func(_ context.Context, ev notice.Event) error {
+	err = subscriber.Subscribe(ctx, js, opt, func(_ context.Context, ev notice.Event) error {
 		if !filter.match(ev) {
 			return nil
 		}

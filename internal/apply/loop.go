@@ -27,7 +27,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"dialsync/canal"
+	"dialsync/change"
 	"dialsync/handlers"
 	"dialsync/internal/queue"
 	"dialsync/notice"
@@ -56,7 +56,7 @@ type Config struct {
 	OnApplied func(BatchStats)
 	// OnSaved, when set, is called (on the saver goroutine) after each
 	// checkpoint write with the position and how long the write took.
-	OnSaved func(pos canal.Position, took time.Duration)
+	OnSaved func(pos change.Position, took time.Duration)
 	// OnRetry, when set, is called for every failed attempt of a stage.
 	OnRetry func(op string, err error)
 	// OrderedCommits says the source commits in binlog order
@@ -78,7 +78,7 @@ type BatchStats struct {
 	DeadLetters                         []DeadLetter
 	// Rows counts changes by table and operation.
 	Rows         map[RowKey]int
-	Checkpoint   canal.Position // zero when the batch ended inside a large transaction
+	Checkpoint   change.Position // zero when the batch ended inside a large transaction
 	NewestCommit time.Time
 	Stages       [5]time.Duration // lookup, postgres, redis, nats, checkpoint
 }
@@ -86,7 +86,7 @@ type BatchStats struct {
 // RowKey is a (table, operation) pair of BatchStats.Rows.
 type RowKey struct {
 	Table string
-	Op    canal.Op
+	Op    change.Op
 }
 
 // Stage indexes of BatchStats.Stages.
@@ -113,7 +113,7 @@ type Deps struct {
 }
 
 type item struct {
-	txn *canal.Txn
+	txn *change.Txn
 	job func(context.Context) error
 	res chan error
 }
@@ -143,11 +143,12 @@ type Loop struct {
 	saveErr  chan error
 
 	// Loop-goroutine state.
-	owners   *tracked            // claim -> user, as of the binlog position
-	pointers *tracked            // user -> current_user_address_id
-	pointed  map[uint64][]uint64 // address -> users pointing at it (pointers reversed)
-	partial  map[uint64]*agg     // notices of a large transaction's earlier pieces
-	replay   *queue.Mark         // while replaying: the last transaction already in the queue
+	owners   *tracked                                // claim -> user, as of the binlog position
+	pointers *tracked                                // user -> current_user_address_id
+	pointed  map[uint64][]uint64                     // address -> users pointing at it (pointers reversed)
+	partial  map[uint64]*agg                         // notices of a large transaction's earlier pieces
+	replay   *queue.Mark                             // while replaying: the last transaction already in the queue
+	includes func(change.Position, *change.Txn) bool // set with replay
 	res      handlers.Result
 }
 
@@ -158,27 +159,31 @@ type Loop struct {
 // the queue, and a recomputation now would read newer source rows and
 // announce them a second time under an old transaction. Their cache keys
 // are deleted and their user.changed notices published again as usual
-// (both idempotent). Call before Run.
-func (l *Loop) SetMark(m queue.Mark) { l.replay = &m }
+// (both idempotent). includes says whether a transaction lies at or
+// before a position (canal.Includes: GTID-set containment needs the
+// binlog library, which this package does not import). Call before Run.
+func (l *Loop) SetMark(m queue.Mark, includes func(change.Position, *change.Txn) bool) {
+	l.replay, l.includes = &m, includes
+}
 
 // covered counts the leading transactions of batch whose queue writes are
 // already durable (SetMark). At the first one that is not, replay is over.
-func (l *Loop) covered(batch []*canal.Txn) int {
+func (l *Loop) covered(batch []*change.Txn) int {
 	m := l.replay
 	if m == nil {
 		return 0
 	}
-	upTo := canal.Position{File: m.File, Pos: m.Pos, GTIDSet: m.GTIDSet}
+	upTo := change.Position{File: m.File, Pos: m.Pos, GTIDSet: m.GTIDSet}
 	for i, t := range batch {
 		var done bool
 		if t.Partial {
 			// A piece's End is where its transaction starts; the transaction
 			// is whole in the queue only if the mark lies beyond that.
 			done = (m.PartialTxn != "" && m.PartialTxn == t.ID() && t.Piece <= m.Piece) ||
-				(t.GTID != "" && upTo.Includes(t)) ||
-				(t.GTID == "" && upTo.Includes(t) && (t.End.File != m.File || t.End.Pos != m.Pos))
+				(t.GTID != "" && l.includes(upTo, t)) ||
+				(t.GTID == "" && l.includes(upTo, t) && (t.End.File != m.File || t.End.Pos != m.Pos))
 		} else {
-			done = upTo.Includes(t)
+			done = l.includes(upTo, t)
 		}
 		if !done {
 			l.replay = nil
@@ -191,7 +196,7 @@ func (l *Loop) covered(batch []*canal.Txn) int {
 }
 
 // markOf is the queue mark naming t as the last transaction written.
-func markOf(t *canal.Txn) *queue.Mark {
+func markOf(t *change.Txn) *queue.Mark {
 	m := &queue.Mark{File: t.End.File, Pos: t.End.Pos, GTIDSet: t.End.GTIDSet}
 	if t.Partial {
 		m.PartialTxn, m.Piece = t.ID(), t.Piece
@@ -314,7 +319,7 @@ func New(cfg Config, deps Deps, log *slog.Logger) *Loop {
 // Submit queues a transaction for the loop. It blocks while the transactions
 // queued ahead of the loop hold more than 2*MaxBatchBytes (back-pressure onto
 // the binlog reader, so memory stays bounded), or the queue is full.
-func (l *Loop) Submit(ctx context.Context, t *canal.Txn) error {
+func (l *Loop) Submit(ctx context.Context, t *change.Txn) error {
 	for {
 		l.mu.Lock()
 		if l.pending == 0 || l.pending+t.Bytes <= 2*l.cfg.MaxBatchBytes {
@@ -441,7 +446,7 @@ func (l *Loop) Run(ctx context.Context) error {
 		}
 	}
 
-	batch := make([]*canal.Txn, 0, l.cfg.MaxBatchTxns)
+	batch := make([]*change.Txn, 0, l.cfg.MaxBatchTxns)
 	for {
 		batch = batch[:0:0]
 		var job *item
@@ -495,7 +500,7 @@ func (l *Loop) Run(ctx context.Context) error {
 // position, the claim owners learned up to it, and the outbox messages
 // published up to it (deleted with it).
 type saveReq struct {
-	pos              canal.Position
+	pos              change.Position
 	owners, pointers map[uint64]uint64
 	outbox           []string
 }
@@ -597,7 +602,7 @@ func (l *Loop) waitSaved(ctx context.Context) error {
 
 // fill adds queued transactions to batch without blocking (or waiting up to
 // BatchWindow); it stops at a job, which it returns to run after the batch.
-func (l *Loop) fill(ctx context.Context, batch *[]*canal.Txn) *item {
+func (l *Loop) fill(ctx context.Context, batch *[]*change.Txn) *item {
 	bytes := (*batch)[0].Bytes
 	var deadline <-chan time.Time
 	if l.cfg.BatchWindow > 0 {
@@ -647,7 +652,7 @@ func addUnique(s []string, v string) []string {
 	return append(s, v)
 }
 
-func (a *agg) add(c *canal.Change) {
+func (a *agg) add(c *change.Change) {
 	a.tables = addUnique(a.tables, c.Table)
 	a.ops = addUnique(a.ops, c.Op.String())
 	for _, col := range c.Changed {
@@ -679,7 +684,7 @@ type touch struct {
 // servers stay down once the process is asked to stop.
 // work is one batch on its way through the stages.
 type batchWork struct {
-	batch     []*canal.Txn
+	batch     []*change.Txn
 	bytes     int
 	st        BatchStats
 	order     []touch
@@ -692,7 +697,7 @@ type batchWork struct {
 
 // prepare is stage 1 (the loop goroutine): handlers, the claim and pointer
 // maps, the commit barrier and every lookup, including the queue rule.
-func (l *Loop) prepare(work, stop context.Context, batch []*canal.Txn) (*batchWork, error) {
+func (l *Loop) prepare(work, stop context.Context, batch []*change.Txn) (*batchWork, error) {
 	st := BatchStats{Txns: len(batch), Rows: make(map[RowKey]int, 4)}
 
 	// Handlers: which users each change touches. Claims resolve through the
@@ -704,12 +709,12 @@ func (l *Loop) prepare(work, stop context.Context, batch []*canal.Txn) (*batchWo
 	type pendingRef struct {
 		ref handlers.Ref
 		txn int
-		c   *canal.Change
+		c   *change.Change
 	}
 	touches := make(map[[2]uint64]*agg) // {txn index, user}
 	var order []touch
 	var users []uint64
-	addTouch := func(txn int, user uint64, c *canal.Change) {
+	addTouch := func(txn int, user uint64, c *change.Change) {
 		k := [2]uint64{uint64(txn), user}
 		a := touches[k]
 		if a == nil {
@@ -1020,7 +1025,7 @@ func (l *Loop) finish(work, stop context.Context, w *batchWork) error {
 }
 
 // rowID is the row's id (column 0 of every tracked table's spec).
-func rowID(c *canal.Change) (uint64, bool) {
+func rowID(c *change.Change) (uint64, bool) {
 	row := c.After
 	if row == nil {
 		row = c.Before
@@ -1039,7 +1044,7 @@ func rowID(c *canal.Change) (uint64, bool) {
 
 // primaryKey is rowID as text ("" when unknown); ids are not row values
 // worth hiding.
-func primaryKey(c *canal.Change) string {
+func primaryKey(c *change.Change) string {
 	if id, ok := rowID(c); ok {
 		return strconv.FormatUint(id, 10)
 	}
@@ -1048,7 +1053,7 @@ func primaryKey(c *canal.Change) string {
 
 // userNotice makes the user.changed notice of (t, user). Sorting makes the
 // payload identical on replay, whatever the batch boundaries.
-func (l *Loop) userNotice(t *canal.Txn, user uint64, a *agg) notice.Message {
+func (l *Loop) userNotice(t *change.Txn, user uint64, a *agg) notice.Message {
 	slices.Sort(a.tables)
 	slices.Sort(a.ops)
 	slices.Sort(a.cols)
@@ -1066,7 +1071,7 @@ func (l *Loop) userNotice(t *canal.Txn, user uint64, a *agg) notice.Message {
 // new values: a replay that recomputes different values (the source moved
 // on meanwhile) is a different notice, while a replay of the same values is
 // dropped by the stream's duplicate window.
-func QueueNotice(src, prefix, txnID, gtid string, end canal.Position, at time.Time, ch queue.Change) notice.Message {
+func QueueNotice(src, prefix, txnID, gtid string, end change.Position, at time.Time, ch queue.Change) notice.Message {
 	r := ch.Row
 	d := notice.QueueChanged{
 		UserID:              r.UserID,

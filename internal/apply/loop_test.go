@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"dialsync/canal"
+	"dialsync/change"
 	"dialsync/handlers"
 	"dialsync/internal/queue"
 	"dialsync/notice"
@@ -32,11 +33,11 @@ type fakes struct {
 	outbox         []notice.Message
 	deleted        []string
 	pubs           []notice.Message
-	saved          []canal.Position
+	saved          []change.Position
 	failNext       map[string]int // op -> failures to inject
 	storedOwners   map[uint64]uint64
 	storedPointers map[uint64]uint64
-	savedCh        chan canal.Position
+	savedCh        chan change.Position
 	barriers       []map[string][]uint64
 	mark           *queue.Mark // the last mark Apply stored
 	applied        [][]uint64  // users of every Apply call
@@ -44,7 +45,7 @@ type fakes struct {
 
 func newFakes() *fakes {
 	return &fakes{owners: map[uint64]uint64{}, addrs: map[uint64][]uint64{}, queued: map[uint64]queue.Row{},
-		table: map[uint64]queue.Row{}, failNext: map[string]int{}, storedOwners: map[uint64]uint64{}, storedPointers: map[uint64]uint64{}, savedCh: make(chan canal.Position, 100)}
+		table: map[uint64]queue.Row{}, failNext: map[string]int{}, storedOwners: map[uint64]uint64{}, storedPointers: map[uint64]uint64{}, savedCh: make(chan change.Position, 100)}
 }
 
 func (f *fakes) step(op string) error {
@@ -177,7 +178,7 @@ func (f *fakes) Publish(_ context.Context, msgs []notice.Message) error {
 	f.pubs = append(f.pubs, msgs...)
 	return nil
 }
-func (f *fakes) Save(_ context.Context, p canal.Position, owners, pointers map[uint64]uint64) error {
+func (f *fakes) Save(_ context.Context, p change.Position, owners, pointers map[uint64]uint64) error {
 	if err := f.step("checkpoint"); err != nil {
 		return err
 	}
@@ -219,13 +220,13 @@ func runLoop(t *testing.T, l *Loop) {
 	})
 }
 
-func txn(gtid string, end uint32, changes ...canal.Change) *canal.Txn {
-	return &canal.Txn{Changes: changes, GTID: gtid, End: canal.Position{File: "bin.000001", Pos: end, GTIDSet: "0-1-" + gtid[4:]},
+func txn(gtid string, end uint32, changes ...change.Change) *change.Txn {
+	return &change.Txn{Changes: changes, GTID: gtid, End: change.Position{File: "bin.000001", Pos: end, GTIDSet: "0-1-" + gtid[4:]},
 		CommitTime: time.Unix(1700000000, 0).UTC(), Bytes: 100}
 }
 
-func userUpdate(id int64, cols ...string) canal.Change {
-	return canal.Change{Table: "users", Op: canal.Update, Before: canal.Row{id, nil}, After: canal.Row{id, nil}, Changed: cols}
+func userUpdate(id int64, cols ...string) change.Change {
+	return change.Change{Table: "users", Op: change.Update, Before: change.Row{id, nil}, After: change.Row{id, nil}, Changed: cols}
 }
 
 // The order of the four steps is the heart of invariants 1 and 3.
@@ -281,7 +282,7 @@ func TestRetriesEveryStage(t *testing.T) {
 			applied := make(chan BatchStats, 10)
 			l := newTestLoop(t, f, applied)
 			runLoop(t, l)
-			req := canal.Change{Table: "claim_requirements", Op: canal.Insert, After: canal.Row{int64(1), int64(70)}}
+			req := change.Change{Table: "claim_requirements", Op: change.Insert, After: change.Row{int64(1), int64(70)}}
 			if err := l.Submit(context.Background(), txn("0-1-9", 900, req)); err != nil {
 				t.Fatal(err)
 			}
@@ -313,12 +314,12 @@ func TestPartialTransaction(t *testing.T) {
 	l := newTestLoop(t, f, applied)
 	runLoop(t, l)
 	p0 := txn("0-1-3", 0, userUpdate(1, "status"), userUpdate(2, "phone_number"))
-	p0.Partial, p0.End = true, canal.Position{File: "bin.000001", Pos: 100, GTIDSet: "0-1-2"}
+	p0.Partial, p0.End = true, change.Position{File: "bin.000001", Pos: 100, GTIDSet: "0-1-2"}
 	p1 := txn("0-1-3", 0, userUpdate(2, "email"))
 	p1.Partial, p1.Piece, p1.End = true, 1, p0.End
 	last := txn("0-1-3", 700, userUpdate(3, "status"))
 	last.Piece = 2
-	for _, x := range []*canal.Txn{p0, p1, last} {
+	for _, x := range []*change.Txn{p0, p1, last} {
 		if err := l.Submit(context.Background(), x); err != nil {
 			t.Fatal(err)
 		}
@@ -386,8 +387,8 @@ func TestLearnedOwners(t *testing.T) {
 	applied := make(chan BatchStats, 10)
 	l := newTestLoop(t, f, applied)
 	runLoop(t, l)
-	del := canal.Change{Table: "claims", Op: canal.Delete, Before: canal.Row{int64(50), int64(5)}}
-	req := canal.Change{Table: "claim_requirements", Op: canal.Delete, Before: canal.Row{int64(1), int64(50)}}
+	del := change.Change{Table: "claims", Op: change.Delete, Before: change.Row{int64(50), int64(5)}}
+	req := change.Change{Table: "claim_requirements", Op: change.Delete, Before: change.Row{int64(1), int64(50)}}
 	if err := l.Submit(context.Background(), txn("0-1-1", 100, del)); err != nil {
 		t.Fatal(err)
 	}
@@ -415,7 +416,7 @@ func TestPoisonHalts(t *testing.T) {
 	ctx := context.Background()
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
-	bad := canal.Change{Table: "users", Op: canal.Insert, After: canal.Row{"not-an-id"}}
+	bad := change.Change{Table: "users", Op: change.Insert, After: change.Row{"not-an-id"}}
 	if err := l.Submit(ctx, txn("0-1-4", 400, bad)); err != nil {
 		t.Fatal(err)
 	}
@@ -442,8 +443,8 @@ func TestOwnerAsOfBinlogPosition(t *testing.T) {
 	l := newTestLoop(t, f, applied)
 	l.SetOwners(map[uint64]uint64{60: 6}, false)
 	runLoop(t, l)
-	req := canal.Change{Table: "claim_requirements", Op: canal.Update, Before: canal.Row{int64(1), int64(60)}, After: canal.Row{int64(1), int64(60)}, Changed: []string{"status"}}
-	move := canal.Change{Table: "claims", Op: canal.Update, Before: canal.Row{int64(60), int64(6)}, After: canal.Row{int64(60), int64(9)}, Changed: []string{"user_id"}}
+	req := change.Change{Table: "claim_requirements", Op: change.Update, Before: change.Row{int64(1), int64(60)}, After: change.Row{int64(1), int64(60)}, Changed: []string{"status"}}
+	move := change.Change{Table: "claims", Op: change.Update, Before: change.Row{int64(60), int64(6)}, After: change.Row{int64(60), int64(9)}, Changed: []string{"user_id"}}
 	req2 := req
 	// Two transactions in one batch: submit both before the loop can take
 	// the first alone is not guaranteed, so check notices, not batches.
@@ -491,7 +492,7 @@ func TestDeadLetterPolicy(t *testing.T) {
 		Deps{Lookup: f, Queue: f, Cache: f, Publisher: f, Checkpoint: f, DeadLetters: dl},
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	runLoop(t, l)
-	bad := canal.Change{Table: "users", Op: canal.Insert, After: canal.Row{"secret-value"}}
+	bad := change.Change{Table: "users", Op: change.Insert, After: change.Row{"secret-value"}}
 	if err := l.Submit(context.Background(), txn("0-1-4", 400, bad, userUpdate(8, "status"))); err != nil {
 		t.Fatal(err)
 	}
@@ -526,9 +527,9 @@ func TestAddressPointersAsOfBinlogPosition(t *testing.T) {
 	l := newTestLoop(t, f, applied)
 	l.SetPointers(map[uint64]uint64{5: 70, 6: 71}, false)
 	runLoop(t, l)
-	addrUpd := canal.Change{Table: "user_addresses", Op: canal.Update, Before: canal.Row{int64(70), int64(5)}, After: canal.Row{int64(70), int64(5)}, Changed: []string{"post_code"}}
-	move5 := canal.Change{Table: "users", Op: canal.Update, Before: canal.Row{int64(5), int64(70)}, After: canal.Row{int64(5), int64(72)}, Changed: []string{"current_user_address_id"}}
-	move6 := canal.Change{Table: "users", Op: canal.Update, Before: canal.Row{int64(6), int64(71)}, After: canal.Row{int64(6), int64(70)}, Changed: []string{"current_user_address_id"}}
+	addrUpd := change.Change{Table: "user_addresses", Op: change.Update, Before: change.Row{int64(70), int64(5)}, After: change.Row{int64(70), int64(5)}, Changed: []string{"post_code"}}
+	move5 := change.Change{Table: "users", Op: change.Update, Before: change.Row{int64(5), int64(70)}, After: change.Row{int64(5), int64(72)}, Changed: []string{"current_user_address_id"}}
+	move6 := change.Change{Table: "users", Op: change.Update, Before: change.Row{int64(6), int64(71)}, After: change.Row{int64(6), int64(70)}, Changed: []string{"current_user_address_id"}}
 	if err := l.Submit(context.Background(), txn("0-1-1", 100, addrUpd)); err != nil {
 		t.Fatal(err)
 	}
@@ -588,30 +589,30 @@ func TestAddressPointersAsOfBinlogPosition(t *testing.T) {
 // transaction past the mark on, rows are recomputed, and every queue write
 // stores the mark of its batch's last transaction.
 func TestReplayKeepsMarkedQueueRows(t *testing.T) {
-	piece := func(gtid string, n int, partial bool, c canal.Change) *canal.Txn {
+	piece := func(gtid string, n int, partial bool, c change.Change) *change.Txn {
 		tx := txn(gtid, 800, c)
 		tx.Partial, tx.Piece = partial, n
 		if partial {
-			tx.End = canal.Position{File: "bin.000001", Pos: 800, GTIDSet: "0-1-8"} // where it starts
+			tx.End = change.Position{File: "bin.000001", Pos: 800, GTIDSet: "0-1-8"} // where it starts
 		} else {
-			tx.End = canal.Position{File: "bin.000001", Pos: 900, GTIDSet: "0-1-9"}
+			tx.End = change.Position{File: "bin.000001", Pos: 900, GTIDSet: "0-1-9"}
 		}
 		return tx
 	}
 	cases := []struct {
 		name      string
 		mark      queue.Mark
-		txns      []*canal.Txn
+		txns      []*change.Txn
 		recompute []uint64 // users whose rows may be recomputed
 		keep      []uint64 // users whose rows must not be
 		lastMark  queue.Mark
 	}{
 		{"whole transactions", queue.Mark{File: "bin.000001", Pos: 600, GTIDSet: "0-1-6"},
-			[]*canal.Txn{txn("0-1-5", 500, userUpdate(7, "status")), txn("0-1-6", 600, userUpdate(8, "status")),
+			[]*change.Txn{txn("0-1-5", 500, userUpdate(7, "status")), txn("0-1-6", 600, userUpdate(8, "status")),
 				txn("0-1-7", 700, userUpdate(9, "status")), txn("0-1-8", 800, userUpdate(7, "status"))},
 			[]uint64{7, 9}, []uint64{8}, queue.Mark{File: "bin.000001", Pos: 800, GTIDSet: "0-1-8"}},
 		{"pieces of a large transaction", queue.Mark{File: "bin.000001", Pos: 800, GTIDSet: "0-1-8", PartialTxn: "0-1-9", Piece: 0},
-			[]*canal.Txn{piece("0-1-9", 0, true, userUpdate(7, "status")), piece("0-1-9", 1, true, userUpdate(8, "status")),
+			[]*change.Txn{piece("0-1-9", 0, true, userUpdate(7, "status")), piece("0-1-9", 1, true, userUpdate(8, "status")),
 				piece("0-1-9", 2, false, userUpdate(9, "status"))},
 			[]uint64{8, 9}, []uint64{7}, queue.Mark{File: "bin.000001", Pos: 900, GTIDSet: "0-1-9"}},
 	}
@@ -623,7 +624,7 @@ func TestReplayKeepsMarkedQueueRows(t *testing.T) {
 			}
 			applied := make(chan BatchStats, 10)
 			l := newTestLoop(t, f, applied)
-			l.SetMark(c.mark)
+			l.SetMark(c.mark, canal.Includes)
 			for _, tx := range c.txns {
 				if err := l.Submit(context.Background(), tx); err != nil {
 					t.Fatal(err)
@@ -684,9 +685,9 @@ func TestCommitBarrierRows(t *testing.T) {
 		applied := make(chan BatchStats, 10)
 		l := newTestLoop(t, f, applied)
 		l.cfg.OrderedCommits = ordered
-		req := canal.Change{Table: "claim_requirements", Op: canal.Insert, After: canal.Row{int64(9), int64(70)}}
+		req := change.Change{Table: "claim_requirements", Op: change.Insert, After: change.Row{int64(9), int64(70)}}
 		f.owners[70] = 7
-		for _, tx := range []*canal.Txn{txn("0-1-5", 500, userUpdate(7, "status")), txn("0-1-6", 600, userUpdate(8, "status")),
+		for _, tx := range []*change.Txn{txn("0-1-5", 500, userUpdate(7, "status")), txn("0-1-6", 600, userUpdate(8, "status")),
 			txn("0-1-7", 700, req), txn("0-1-8", 800)} {
 			if err := l.Submit(context.Background(), tx); err != nil {
 				t.Fatal(err)

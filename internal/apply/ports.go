@@ -3,7 +3,7 @@ package apply
 import (
 	"context"
 
-	"dialsync/canal"
+	"dialsync/change"
 	"dialsync/internal/queue"
 	"dialsync/notice"
 )
@@ -55,7 +55,7 @@ type Checkpointer interface {
 	// Save (pointer 0: none), so the stored maps are the maps as of pos. It
 	// fails with checkpoint.ErrFenced when another instance took over the
 	// pipeline (a newer epoch).
-	Save(ctx context.Context, pos canal.Position, owners, pointers map[uint64]uint64) error
+	Save(ctx context.Context, pos change.Position, owners, pointers map[uint64]uint64) error
 }
 
 // Cache deletes keys (one pipeline per call).
@@ -72,11 +72,11 @@ type Publisher interface {
 // DeadLetter is a row change set aside under its table's dead-letter
 // policy. It names the change, never its values.
 type DeadLetter struct {
-	End        canal.Position // the transaction's end (a piece's start for a large one)
+	End        change.Position // the transaction's end (a piece's start for a large one)
 	GTID       string
 	Txn        string // the transaction's identity (notice ids)
 	Table      string
-	Op         canal.Op
+	Op         change.Op
 	Seq        int    // the change's index within its transaction
 	PrimaryKey string // the row's id when it could be read
 	Err        string

@@ -2,14 +2,13 @@ package preflight
 
 import (
 	"context"
+	"dialsync/change"
 	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
-
-	"dialsync/canal"
 )
 
 // BinlogFile is one row of SHOW BINARY LOGS.
@@ -56,7 +55,7 @@ func FindLog(logs []BinlogFile, file string) int {
 // from's file, every file in between and head's offset. ok is false when
 // either file is not listed in logs (purged, or from another server) or
 // from is after head.
-func BytesBehind(logs []BinlogFile, from, head canal.Position) (n uint64, ok bool) {
+func BytesBehind(logs []BinlogFile, from, head change.Position) (n uint64, ok bool) {
 	i, j := FindLog(logs, from.File), FindLog(logs, head.File)
 	if i < 0 || j < 0 || i > j || (i == j && from.Pos > head.Pos) {
 		return 0, false
@@ -235,7 +234,7 @@ type Availability struct {
 // GTIDs after it were not purged: MySQL: GTID_SUBSET(@@gtid_purged, set);
 // MariaDB: the set reaches the Gtid_list at the start of the oldest binlog
 // (everything before that list is in purged files).
-func (s *Source) CheckpointAvailable(ctx context.Context, flavor string, pos canal.Position, logs []BinlogFile) (Availability, error) {
+func (s *Source) CheckpointAvailable(ctx context.Context, flavor string, pos change.Position, logs []BinlogFile) (Availability, error) {
 	if len(logs) == 0 {
 		return Availability{Detail: "the server lists no binary logs"}, nil
 	}

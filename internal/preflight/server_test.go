@@ -11,6 +11,7 @@ import (
 	_ "github.com/go-mysql-org/go-mysql/driver"
 
 	"dialsync/canal"
+	"dialsync/change"
 	"dialsync/checkpoint"
 	"dialsync/handlers"
 	"dialsync/internal/demo"
@@ -170,7 +171,7 @@ func TestCheckSourceProblems(t *testing.T) {
 		r = CheckSource(ctx, s.src, in)
 		expectFail(t, r, "checkpoint", "dialsync checkpoint reset --to-head")
 		// GTID-only checkpoint: judged by the oldest binlog's Gtid_list.
-		in.Checkpoint = &checkpoint.Checkpoint{Pos: canal.Position{GTIDSet: cp.GTIDSet}, UpdatedAt: time.Now()}
+		in.Checkpoint = &checkpoint.Checkpoint{Pos: change.Position{GTIDSet: cp.GTIDSet}, UpdatedAt: time.Now()}
 		s.my.Exec(t, "CREATE TABLE `"+s.db+"`.t2 (id INT PRIMARY KEY)")
 		s.my.Exec(t, "FLUSH BINARY LOGS")
 		logs, _ = s.src.BinaryLogs(ctx)
@@ -179,7 +180,7 @@ func TestCheckSourceProblems(t *testing.T) {
 	})
 }
 
-func headPos(t *testing.T, s *srv) canal.Position {
+func headPos(t *testing.T, s *srv) change.Position {
 	t.Helper()
 	p, err := canal.Head(context.Background(), canal.Config{Addr: s.my.Addr(), User: "root", Flavor: "mariadb", ServerID: 4242, Database: s.db})
 	if err != nil {

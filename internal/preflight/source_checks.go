@@ -10,7 +10,7 @@ import (
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 
-	"dialsync/canal"
+	"dialsync/change"
 	"dialsync/checkpoint"
 	"dialsync/internal/lookup"
 )
@@ -28,7 +28,7 @@ type SourceInput struct {
 	Flavor   string // "mysql" or "mariadb" (source.flavor)
 	ServerID uint32 // source.server_id
 	Database string // source.database
-	Tables   []canal.TableSpec
+	Tables   []change.TableSpec
 	// Checkpoint is the stored checkpoint; nil when none is stored or it
 	// could not be read (then CheckpointErr says why).
 	Checkpoint    *checkpoint.Checkpoint

@@ -1,13 +1,12 @@
 package preflight
 
 import (
+	"dialsync/change"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
-
-	"dialsync/canal"
 )
 
 func TestJudgeGrants(t *testing.T) {
@@ -95,14 +94,14 @@ func TestBinlogRetention(t *testing.T) {
 func TestBytesBehind(t *testing.T) {
 	logs := []BinlogFile{{"b.000001", 1000}, {"b.000002", 500}, {"b.000003", 300}}
 	cases := []struct {
-		from, head canal.Position
+		from, head change.Position
 		n          uint64
 		ok         bool
 	}{
-		{canal.Position{File: "b.000003", Pos: 100}, canal.Position{File: "b.000003", Pos: 250}, 150, true},
-		{canal.Position{File: "b.000001", Pos: 900}, canal.Position{File: "b.000003", Pos: 250}, 100 + 500 + 250, true},
-		{canal.Position{File: "b.000000", Pos: 4}, canal.Position{File: "b.000003", Pos: 250}, 0, false},
-		{canal.Position{File: "b.000003", Pos: 260}, canal.Position{File: "b.000003", Pos: 250}, 0, false},
+		{change.Position{File: "b.000003", Pos: 100}, change.Position{File: "b.000003", Pos: 250}, 150, true},
+		{change.Position{File: "b.000001", Pos: 900}, change.Position{File: "b.000003", Pos: 250}, 100 + 500 + 250, true},
+		{change.Position{File: "b.000000", Pos: 4}, change.Position{File: "b.000003", Pos: 250}, 0, false},
+		{change.Position{File: "b.000003", Pos: 260}, change.Position{File: "b.000003", Pos: 250}, 0, false},
 	}
 	for _, c := range cases {
 		n, ok := BytesBehind(logs, c.from, c.head)

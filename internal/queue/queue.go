@@ -51,12 +51,12 @@ type Change struct {
 // it (the later transaction that made those values announces them).
 type Mark struct {
 	// End of the last whole transaction applied (File/Pos and GTIDSet, as
-	// canal.Position).
+	// change.Position).
 	File    string
 	Pos     uint32
 	GTIDSet string
 	// When the last write was a piece of a large transaction: that
-	// transaction's identity (canal.Txn.ID()) and the piece's index.
+	// transaction's identity (change.Txn.ID()) and the piece's index.
 	// PartialTxn is "" otherwise.
 	PartialTxn string
 	Piece      int

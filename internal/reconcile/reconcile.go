@@ -15,7 +15,7 @@ import (
 	"strconv"
 	"time"
 
-	"dialsync/canal"
+	"dialsync/change"
 	"dialsync/handlers"
 	"dialsync/internal/apply"
 	"dialsync/internal/queue"
@@ -252,7 +252,7 @@ func (x *run) chunk(ctx context.Context, rows []queue.Row, from, to uint64, user
 		changes = chs
 		out := make([]notice.Message, 0, len(chs))
 		for _, ch := range chs {
-			out = append(out, apply.QueueNotice(x.src, r.SubjectPrefix, x.txnID, "", canal.Position{}, x.s.Started, ch))
+			out = append(out, apply.QueueNotice(x.src, r.SubjectPrefix, x.txnID, "", change.Position{}, x.s.Started, ch))
 		}
 		return out
 	}

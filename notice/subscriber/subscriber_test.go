@@ -1,4 +1,4 @@
-package notice_test
+package subscriber_test
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 
 	"dialsync/internal/publish/natstest"
 	"dialsync/notice"
+	"dialsync/notice/subscriber"
 )
 
 // env is one test's private NATS server with a stream named after the test.
@@ -42,8 +43,8 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
-func (e *env) opts(t *testing.T) notice.SubscribeOptions {
-	return notice.SubscribeOptions{Stream: e.stream, Subject: e.prefix + ".>", RetryDelay: 50 * time.Millisecond,
+func (e *env) opts(t *testing.T) subscriber.Options {
+	return subscriber.Options{Stream: e.stream, Subject: e.prefix + ".>", RetryDelay: 50 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))}
 }
 
@@ -128,12 +129,12 @@ func (c *collector) waitFor(t *testing.T, n int) {
 // run starts Subscribe in the background and waits until its consumer
 // exists, so "only new notices" has a well-defined start. The returned stop
 // cancels it and returns Subscribe's result.
-func (e *env) run(t *testing.T, opt notice.SubscribeOptions, c *collector) (stop func() error) {
+func (e *env) run(t *testing.T, opt subscriber.Options, c *collector) (stop func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	before := e.consumers(t)
-	go func() { done <- notice.Subscribe(ctx, e.js, opt, c.fn) }()
+	go func() { done <- subscriber.Subscribe(ctx, e.js, opt, c.fn) }()
 	deadline := time.Now().Add(5 * time.Second)
 	for opt.Durable == "" && e.consumers(t) == before && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
@@ -353,7 +354,7 @@ func TestSubscribeMissingStream(t *testing.T) {
 	e := newEnv(t)
 	o := e.opts(t)
 	o.Stream = "NOPE"
-	err := notice.Subscribe(context.Background(), e.js, o, func(context.Context, notice.Event) error { return nil })
+	err := subscriber.Subscribe(context.Background(), e.js, o, func(context.Context, notice.Event) error { return nil })
 	if err == nil || !strings.Contains(err.Error(), `"NOPE"`) {
 		t.Fatalf("err = %v, want one naming the stream", err)
 	}

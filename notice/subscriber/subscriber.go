@@ -1,4 +1,8 @@
-package notice
+// Package subscriber reads dialsync notices from NATS JetStream and hands
+// them, decoded and deduplicated, to a callback. It is the one part of the
+// notice API that needs the NATS client; the envelope itself (package
+// notice) has no third-party imports.
+package subscriber
 
 import (
 	"container/list"
@@ -9,10 +13,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"dialsync/notice"
 )
 
-// SubscribeOptions configures Subscribe. Every zero value has a default.
-type SubscribeOptions struct {
+// Options configures Subscribe. Every zero value has a default.
+type Options struct {
 	// Stream is the JetStream stream to read; "" means "DIALSYNC".
 	Stream string
 	// Subject filters the stream; "" means "dialsync.>". One subject only:
@@ -41,7 +47,7 @@ type SubscribeOptions struct {
 	Logger *slog.Logger
 }
 
-func (o *SubscribeOptions) defaults() {
+func (o *Options) defaults() {
 	if o.Stream == "" {
 		o.Stream = "DIALSYNC"
 	}
@@ -76,7 +82,7 @@ func (o *SubscribeOptions) defaults() {
 // failure); an ordered consumer logs the error and moves on. A message that
 // is not a valid notice is logged and, for a durable, terminated (never
 // redelivered).
-func Subscribe(ctx context.Context, js jetstream.JetStream, opt SubscribeOptions, fn func(context.Context, Event) error) error {
+func Subscribe(ctx context.Context, js jetstream.JetStream, opt Options, fn func(context.Context, notice.Event) error) error {
 	opt.defaults()
 	log := opt.Logger.With("stream", opt.Stream, "subject", opt.Subject)
 
@@ -165,7 +171,7 @@ func stopIterator(js jetstream.JetStream, it jetstream.MessagesContext, durable 
 // durableConsumer binds to the durable if it exists, else creates it. Binding
 // first (rather than create-or-update) keeps a restart with another
 // StartTime from failing: the server refuses to change a deliver policy.
-func durableConsumer(ctx context.Context, stream jetstream.Stream, opt SubscribeOptions) (jetstream.Consumer, error) {
+func durableConsumer(ctx context.Context, stream jetstream.Stream, opt Options) (jetstream.Consumer, error) {
 	c, err := stream.Consumer(ctx, opt.Durable)
 	if err == nil {
 		if f := c.CachedInfo().Config.FilterSubject; f != opt.Subject {
@@ -193,7 +199,7 @@ func durableConsumer(ctx context.Context, stream jetstream.Stream, opt Subscribe
 }
 
 func handle(ctx context.Context, log *slog.Logger, m jetstream.Msg, durable bool, retry time.Duration,
-	seen *lru, fn func(context.Context, Event) error) {
+	seen *lru, fn func(context.Context, notice.Event) error) {
 	seq := uint64(0)
 	if md, err := m.Metadata(); err == nil {
 		seq = md.Sequence.Stream
@@ -208,7 +214,7 @@ func handle(ctx context.Context, log *slog.Logger, m jetstream.Msg, durable bool
 		}
 	}
 
-	e, err := Decode(m.Data())
+	e, err := notice.Decode(m.Data())
 	if err != nil {
 		log.Error("notice: skipping undecodable message", "seq", seq, "msg_subject", m.Subject(), "err", err)
 		ack("term", m.Term)
