@@ -39,7 +39,7 @@ bench-short: services build
 	$(GO) run ./cmd/bench -short
 
 chaos: services build
-	$(GO) test -count=1 -timeout 80m -run TestChaos -v ./internal/chaos -chaos.long
+	$(GO) test -count=1 -timeout 80m -run TestChaos -v ./internal/dev/chaos -chaos.long
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"dialsync/change"
-	"dialsync/internal/testenv"
+	"dialsync/internal/dev/testenv"
 )
 
 // While lagging across a DDL that keeps the column count (drop one column,

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"dialsync/change"
-	"dialsync/internal/testenv"
+	"dialsync/internal/dev/testenv"
 	"dialsync/notice"
 )
 

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"dialsync/internal/benchkit"
+	"dialsync/internal/dev/benchkit"
 )
 
 // TestShortMode runs the whole harness in -short mode (what `make

@@ -16,7 +16,7 @@ import (
 	"dialsync/canal"
 	"dialsync/change"
 	"dialsync/handlers"
-	"dialsync/internal/benchkit"
+	"dialsync/internal/dev/benchkit"
 )
 
 // The catch-up scenario: with dialsync stopped, write a backlog of row

@@ -29,9 +29,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
-	"dialsync/internal/benchkit"
-	"dialsync/internal/demo"
-	"dialsync/internal/testenv"
+	"dialsync/internal/dev/benchkit"
+	"dialsync/internal/dev/demo"
+	"dialsync/internal/dev/testenv"
 )
 
 // bench is the harness's own world: a private MariaDB with the seeded data,

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/redis/go-redis/v9"
 
-	"dialsync/internal/benchkit"
+	"dialsync/internal/dev/benchkit"
 )
 
 // The latency scenario: writers commit single-row transactions on users at

@@ -39,8 +39,8 @@ import (
 	"syscall"
 	"time"
 
-	"dialsync/internal/benchkit"
-	"dialsync/internal/demo"
+	"dialsync/internal/dev/benchkit"
+	"dialsync/internal/dev/demo"
 )
 
 type options struct {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"dialsync/internal/benchkit"
+	"dialsync/internal/dev/benchkit"
 )
 
 // reconcileScenario times full reconciles of the seeded data: each run

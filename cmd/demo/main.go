@@ -26,7 +26,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 
-	"dialsync/internal/demo"
+	"dialsync/internal/dev/demo"
 	"dialsync/notice"
 )
 

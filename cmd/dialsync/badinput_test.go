@@ -21,9 +21,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"dialsync/internal/demo"
+	"dialsync/internal/dev/demo"
 	"dialsync/internal/pgstore"
-	"dialsync/internal/testenv"
+	"dialsync/internal/dev/testenv"
 )
 
 // The bad-input table: every way an operator can get the set-up wrong, run

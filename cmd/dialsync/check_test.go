@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"dialsync/internal/testenv"
+	"dialsync/internal/dev/testenv"
 )
 
 type checkLine struct {

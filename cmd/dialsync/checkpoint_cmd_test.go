@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"dialsync/internal/testenv"
+	"dialsync/internal/dev/testenv"
 )
 
 // opsCLI runs the dialsync binary with args (the pipe's --config appended)

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"dialsync/internal/demo"
+	"dialsync/internal/dev/demo"
 	"dialsync/notice"
 )
 

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"dialsync/internal/testenv"
+	"dialsync/internal/dev/testenv"
 )
 
 // GTID failover (MariaDB): a primary with two replicas that log what they

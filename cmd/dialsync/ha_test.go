@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"dialsync/internal/demo"
+	"dialsync/internal/dev/demo"
 )
 
 // HA end-to-end tests: two real dialsync processes on one pipeline (same

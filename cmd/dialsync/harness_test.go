@@ -23,8 +23,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
-	"dialsync/internal/demo"
-	"dialsync/internal/testenv"
+	"dialsync/internal/dev/demo"
+	"dialsync/internal/dev/testenv"
 	"dialsync/notice"
 )
 

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"dialsync/internal/testenv"
+	"dialsync/internal/dev/testenv"
 )
 
 // BRIEF invariant 7: one source transaction of many row changes is applied

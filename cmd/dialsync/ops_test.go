@@ -20,9 +20,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"dialsync/internal/demo"
+	"dialsync/internal/dev/demo"
 	"dialsync/internal/publish/natstest"
-	"dialsync/internal/testenv"
+	"dialsync/internal/dev/testenv"
 )
 
 // Production-readiness tests: metrics under a real workload, /readyz

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"dialsync/internal/testenv"
+	"dialsync/internal/dev/testenv"
 )
 
 // With recovery.on_purged = "reconcile", a checkpoint whose binlog was

@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"dialsync/internal/demo"
-	"dialsync/internal/testenv"
+	"dialsync/internal/dev/demo"
+	"dialsync/internal/dev/testenv"
 	"dialsync/notice"
 )
 

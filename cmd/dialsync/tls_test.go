@@ -21,7 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"dialsync/internal/testenv"
+	"dialsync/internal/dev/testenv"
 	"dialsync/notice"
 )
 

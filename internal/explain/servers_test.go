@@ -16,10 +16,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
-	"dialsync/internal/demo"
+	"dialsync/internal/dev/demo"
 	"dialsync/internal/lookup"
 	"dialsync/internal/pgstore"
-	"dialsync/internal/testenv"
+	"dialsync/internal/dev/testenv"
 	"dialsync/notice"
 )
 

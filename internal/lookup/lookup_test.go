@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"dialsync/internal/demo"
+	"dialsync/internal/dev/demo"
 	"dialsync/internal/queue"
 )
 

@@ -5,7 +5,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"dialsync/internal/testenv"
+	"dialsync/internal/dev/testenv"
 )
 
 // newDB is a fresh database for the test (testenv.PostgresPool).

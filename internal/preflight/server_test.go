@@ -14,8 +14,8 @@ import (
 	"dialsync/change"
 	"dialsync/checkpoint"
 	"dialsync/handlers"
-	"dialsync/internal/demo"
-	"dialsync/internal/testenv"
+	"dialsync/internal/dev/demo"
+	"dialsync/internal/dev/testenv"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }

@@ -22,9 +22,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
-	"dialsync/internal/demo"
+	"dialsync/internal/dev/demo"
 	"dialsync/internal/publish/natstest"
-	"dialsync/internal/testenv"
+	"dialsync/internal/dev/testenv"
 )
 
 var (
@@ -59,9 +59,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binPath = filepath.Join(dir, "dialsync")
-	// The test runs in internal/chaos; the module root is two levels up.
+	// The test runs in internal/dev/chaos; the module root is three levels up.
 	build := exec.Command("go", "build", "-o", binPath, "./cmd/dialsync")
-	build.Dir = filepath.Join("..", "..")
+	build.Dir = filepath.Join("..", "..", "..")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build dialsync: %v\n%s", err, out)
 		os.RemoveAll(dir)

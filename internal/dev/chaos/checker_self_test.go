@@ -7,7 +7,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"dialsync/internal/testenv"
+	"dialsync/internal/dev/testenv"
 )
 
 // The checker must see what it is meant to see: these feed it known losses,

@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
-	"dialsync/internal/demo"
+	"dialsync/internal/dev/demo"
 )
 
 // committed is one source transaction a writer saw commit, with the GTID
