@@ -22,8 +22,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"dialsync/internal/dev/demo"
-	"dialsync/internal/pgstore"
 	"dialsync/internal/dev/testenv"
+	"dialsync/internal/pgstore"
 )
 
 // The bad-input table: every way an operator can get the set-up wrong, run

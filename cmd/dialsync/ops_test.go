@@ -21,8 +21,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"dialsync/internal/dev/demo"
-	"dialsync/internal/publish/natstest"
 	"dialsync/internal/dev/testenv"
+	"dialsync/internal/publish/natstest"
 )
 
 // Production-readiness tests: metrics under a real workload, /readyz
