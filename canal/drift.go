@@ -71,6 +71,18 @@ func (s *streamer) checkRows(tr *tracked, e *gocanal.RowsEvent) error {
 			return fatalf("table %s.%s at %s (after the last committed position %s): the binlog row has %d columns but the schema has %d live columns, so its values cannot be attributed to columns safely (go-mysql decodes old rows with the live schema)%s: %s",
 				s.cfg.Database, tr.spec.Table, s.at(e.Header.LogPos), s.last, len(row), len(cols), s.ddlNote(tr), recoveryHint)
 		}
+		for _, i := range e.Table.PKColumns {
+			if row[i] == nil {
+				// A primary key is never NULL in a full row image. With
+				// binlog_row_image = MINIMAL (or NOBLOB for some columns),
+				// set globally or by one session while we stream, the
+				// server logs only some columns and go-mysql gives nil for
+				// the others, indistinguishable from NULL: nothing of the
+				// row can be trusted.
+				return fatalf("table %s.%s at %s (after the last committed position %s): the row image has no value for primary key column %q, so the writing session did not log full row images (binlog_row_image is MINIMAL or NOBLOB) and the change cannot be applied exactly: set binlog_row_image = FULL globally (SET GLOBAL binlog_row_image = 'FULL', and in the server's config) and make sure no session overrides it, then run 'dialsync checkpoint reset --to-head --reason \"row image not FULL\"' (it reconciles the whole queue) and start dialsync again",
+					s.cfg.Database, tr.spec.Table, s.at(e.Header.LogPos), s.last, cols[i].Name)
+			}
+		}
 		for i, v := range row {
 			if v != nil && !fits(cols[i].Type, v) {
 				// Never the value itself: it may be personal data.

@@ -43,6 +43,8 @@ type streamer struct {
 	piece   int
 	ts      uint32 // timestamp of its latest event
 
+	ddlEnd uint32 // end of the last query event go-mysql reported as DDL
+
 	err error // first error returned to go-mysql; Stream returns it as is
 }
 
@@ -255,7 +257,9 @@ func (s *streamer) handOnPiece() error {
 
 // OnPosSynced is the commit boundary: go-mysql calls it after XID events and
 // after query events other than BEGIN/SAVEPOINT (COMMIT of non-transactional
-// tables, DDL), with the position after the event, and at rotates.
+// tables, DDL), with the position after the event, and at rotates. Query
+// events other than DDL are examined first (statements.go): a DML statement
+// is not a boundary, and one on a tracked table stops the stream.
 func (s *streamer) OnPosSynced(h *replication.EventHeader, pos mysql.Position, set mysql.GTIDSet, _ bool) error {
 	if h == nil {
 		// Close() announces its last position from another goroutine; the
@@ -265,6 +269,15 @@ func (s *streamer) OnPosSynced(h *replication.EventHeader, pos mysql.Position, s
 	if h.EventType == replication.ROTATE_EVENT {
 		s.file = pos.Name // between transactions; nothing to hand on
 		return nil
+	}
+	if h.EventType == replication.QUERY_EVENT {
+		boundary, err := s.checkStatement(h, pos)
+		if err != nil {
+			return s.fail(err)
+		}
+		if !boundary {
+			return nil
+		}
 	}
 	var gs string
 	switch {

@@ -11,7 +11,9 @@ import (
 // value: go-mysql logs its errors with their pingcap/errors stack traces
 // (for example "canal start sync binlog err" in canal/canal.go), which bury
 // the message an operator needs under dozens of file:line frames. Every
-// string or error attribute is cut at its first newline.
+// string or error attribute is cut at its first newline. And it never passes
+// on SQL text: go-mysql logs the statements it cannot parse with a "query"
+// attribute (canal/sync.go), and a statement may hold row values.
 type oneLineHandler struct{ inner slog.Handler }
 
 func (h oneLineHandler) Enabled(ctx context.Context, l slog.Level) bool {
@@ -39,6 +41,9 @@ func (h oneLineHandler) WithGroup(name string) slog.Handler {
 }
 
 func oneLineAttr(a slog.Attr) slog.Attr {
+	if a.Key == "query" {
+		return slog.String(a.Key, "(not logged: SQL text may hold row values)")
+	}
 	v := a.Value.Resolve()
 	switch v.Kind() {
 	case slog.KindString:

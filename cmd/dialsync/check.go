@@ -184,7 +184,7 @@ func runChecks(ctx context.Context, cfg *config.Config, log *slog.Logger) prefli
 			add(preflight.NATSUnreachable(where, err))
 			return
 		}
-		add(preflight.CheckStream(ctx, js, cfg.NATS.Stream, cfg.NATS.SubjectPrefix, cfg.NATS.ManageStream))
+		add(preflight.CheckStream(ctx, js, streamConfig(cfg)))
 		u, _ := url.Parse(nc.ConnectedUrlRedacted())
 		host := ""
 		if u != nil {

@@ -202,19 +202,16 @@ func (e *env) connectSinks(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	e.pub, err = publish.Open(ctx, publish.Config{
-		URL: cfg.NATS.URL, Stream: cfg.NATS.Stream, SubjectPrefix: cfg.NATS.SubjectPrefix,
-		ManageStream: cfg.NATS.ManageStream, DuplicateWindow: cfg.NATS.DuplicateWindow.Duration(),
-		MaxAge: cfg.NATS.MaxAge.Duration(), MaxBytes: int64(cfg.NATS.MaxBytes), Replicas: cfg.NATS.Replicas,
-		Storage: cfg.NATS.Storage, Name: "dialsync-" + cfg.Pipeline.Name, TLS: natsTLS,
-		CredsFile: cfg.NATS.CredsFile, NKeyFile: cfg.NATS.NKeyFile, Token: cfg.NATS.Token,
-		User: cfg.NATS.User, Password: cfg.NATS.Password, AckTimeout: cfg.NATS.AckTimeout.Duration(),
-		OnReconnect: func() {
-			if e.reconnected != nil {
-				e.reconnected("nats")
-			}
-		},
-	}, log)
+	pc := streamConfig(cfg)
+	pc.Name, pc.TLS = "dialsync-"+cfg.Pipeline.Name, natsTLS
+	pc.CredsFile, pc.NKeyFile, pc.Token = cfg.NATS.CredsFile, cfg.NATS.NKeyFile, cfg.NATS.Token
+	pc.User, pc.Password, pc.AckTimeout = cfg.NATS.User, cfg.NATS.Password, cfg.NATS.AckTimeout.Duration()
+	pc.OnReconnect = func() {
+		if e.reconnected != nil {
+			e.reconnected("nats")
+		}
+	}
+	e.pub, err = publish.Open(ctx, pc, log)
 	return err
 }
 

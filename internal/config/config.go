@@ -168,9 +168,14 @@ type NATSConfig struct {
 	Stream string `toml:"stream"`
 	// SubjectPrefix starts every subject; the stream covers "<prefix>.>".
 	SubjectPrefix string `toml:"subject_prefix"`
-	// ManageStream lets dialsync create/update the stream; false means it
+	// ManageStream lets dialsync create the stream and widen the one it
+	// created; a stream it did not create is never changed. false means it
 	// must exist (created by ops, see deploy/).
 	ManageStream bool `toml:"manage_stream"`
+	// ShrinkStream lets dialsync also cut retention, limits, the duplicate
+	// window or subjects of the stream it created when the config asks for
+	// less (false: such a config is an error, since cutting deletes notices).
+	ShrinkStream bool `toml:"shrink_stream"`
 	// DuplicateWindow is JetStream's Nats-Msg-Id dedupe window: replays older
 	// than this after a crash are not deduplicated by the server.
 	DuplicateWindow Duration `toml:"duplicate_window"`

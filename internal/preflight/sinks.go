@@ -3,7 +3,6 @@ package preflight
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"strings"
 
@@ -11,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"dialsync/internal/pgstore"
+	"dialsync/internal/publish"
 )
 
 // CheckPostgres pings PostgreSQL and compares the schema's migration
@@ -57,70 +57,35 @@ func NATSUnreachable(where string, err error) Result {
 		"cannot reach %s: %v", where, err)
 }
 
-// CheckStream checks the notices stream: present (or dialsync manages
-// it), capturing "<prefix>.>", with a duplicate window (publish retries
-// rely on it to store each notice once), and not a work queue.
-func CheckStream(ctx context.Context, js jetstream.JetStream, stream, prefix string, managed bool) Result {
+// CheckStream checks the notices stream as `dialsync run` will find it
+// (publish.PlanStream decides for both): present (or dialsync creates it),
+// capturing "<prefix>.>", with a long enough duplicate window (publish
+// retries rely on it to store each notice once), not a work queue, and,
+// for a stream dialsync created, no setting the config would cut.
+func CheckStream(ctx context.Context, js jetstream.JetStream, cfg publish.Config) Result {
 	const name = "nats"
-	want := prefix + ".>"
-	s, err := js.Stream(ctx, stream)
+	s, err := js.Stream(ctx, cfg.Stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		if managed {
-			return warn(name, "nothing to do: `dialsync run` creates it (nats.manage_stream = true)",
-				"stream %s does not exist yet", stream)
+		if cfg.ManageStream {
+			return ok(name, "stream %s does not exist yet: `dialsync run` creates it (nats.manage_stream = true)", cfg.Stream)
 		}
-		return fail(name, "create it from deploy/ (subjects "+want+"), or set nats.manage_stream = true",
-			"stream %s does not exist and nats.manage_stream is false", stream)
+		return fail(name, "create it from deploy/ (subjects "+cfg.SubjectPrefix+".>), or set nats.manage_stream = true",
+			"stream %s does not exist and nats.manage_stream is false", cfg.Stream)
 	}
 	if err != nil {
-		return fail(name, "check that the nats account has JetStream enabled and may read stream info", "stream %s: %v", stream, err)
+		return fail(name, "check that the nats account has JetStream enabled and may read stream info", "stream %s: %v", cfg.Stream, err)
 	}
 	c := s.CachedInfo().Config
-	var problems []string
-	if !subjectsCover(c.Subjects, want) {
-		problems = append(problems, fmt.Sprintf("subjects %q do not cover %q", c.Subjects, want))
+	next, note, err := publish.PlanStream(c, cfg)
+	switch {
+	case err != nil:
+		return fail(name, "see the message: fix the stream, or set nats.stream / nats.subject_prefix to match it", "%v", err)
+	case note != "":
+		return warn(name, "nothing to do if that stream is meant to hold the notices; else set nats.stream to another name", "%s", note)
+	case next != nil:
+		return ok(name, "stream %s captures %s.>; `dialsync run` will widen it: %s", cfg.Stream, cfg.SubjectPrefix, strings.Join(publish.Differences(c, *next), "; "))
 	}
-	if c.Duplicates <= 0 {
-		problems = append(problems, "no duplicate window")
-	}
-	if c.Retention == jetstream.WorkQueuePolicy {
-		problems = append(problems, "work-queue retention (notices must fan out)")
-	}
-	if len(problems) > 0 {
-		return fail(name, fmt.Sprintf("nats stream edit %s --subjects '%s' --dupe-window 2m (or set nats.stream / nats.subject_prefix to match it)", stream, want),
-			"stream %s: %s", stream, strings.Join(problems, "; "))
-	}
-	return ok(name, "stream %s captures %s, duplicate window %s", stream, want, c.Duplicates)
-}
-
-// subjectsCover reports whether a filter covers every subject sub
-// matches, token by token ("a.>" covers "a.b.>"; "*" covers one token,
-// never a ">").
-func subjectsCover(filters []string, sub string) bool {
-	for _, f := range filters {
-		if covers(strings.Split(f, "."), strings.Split(sub, ".")) {
-			return true
-		}
-	}
-	return false
-}
-
-func covers(ft, st []string) bool {
-	for i, f := range ft {
-		switch {
-		case f == ">":
-			return i < len(st)
-		case i >= len(st):
-			return false
-		case f == "*":
-			if st[i] == ">" {
-				return false
-			}
-		case f != st[i]:
-			return false
-		}
-	}
-	return len(ft) == len(st)
+	return ok(name, "stream %s captures %s.>, duplicate window %s", cfg.Stream, cfg.SubjectPrefix, c.Duplicates)
 }
 
 // CheckTLS warns about a plaintext connection that leaves the machine.

@@ -175,25 +175,6 @@ func TestMariaDBMissing(t *testing.T) {
 	}
 }
 
-func TestSubjectsCover(t *testing.T) {
-	for _, c := range []struct {
-		filters []string
-		sub     string
-		want    bool
-	}{
-		{[]string{"ds.>"}, "ds.>", true},
-		{[]string{">"}, "ds.>", true},
-		{[]string{"ds.*"}, "ds.>", false},
-		{[]string{"other.>", "ds.>"}, "ds.>", true},
-		{[]string{"ds.user.>"}, "ds.>", false},
-		{[]string{"ds"}, "ds.>", false},
-	} {
-		if got := subjectsCover(c.filters, c.sub); got != c.want {
-			t.Errorf("%v covers %s: %v, want %v", c.filters, c.sub, got, c.want)
-		}
-	}
-}
-
 func TestCheckTLSAndReport(t *testing.T) {
 	if r := CheckTLS("source", "127.0.0.1", false); r.Status != OK {
 		t.Errorf("loopback plaintext: %+v", r)

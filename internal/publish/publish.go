@@ -40,11 +40,16 @@ type Config struct {
 	URL           string // server URL(s), comma separated; may carry user:password (never logged)
 	Stream        string // stream name; "" = DIALSYNC
 	SubjectPrefix string // notices go to "<prefix>.>"; "" = dialsync
-	// ManageStream creates the stream, or updates it to this config, at Open.
-	// When false the stream must already exist (deploy/ defines it); Open
-	// checks it captures "<prefix>.>" with a duplicate window of at least
-	// DuplicateWindow.
-	ManageStream    bool
+	// ManageStream creates the stream at Open, or widens the one it created
+	// to this config (see stream.go); a stream it did not create is used
+	// unchanged if it fits, else Open fails. When false the stream must
+	// already exist (deploy/ defines it); Open checks it captures
+	// "<prefix>.>" with a duplicate window of at least DuplicateWindow.
+	ManageStream bool
+	// ShrinkStream lets a managed Open also cut the retention, limits,
+	// duplicate window or subjects of the stream it created (off: it only
+	// widens them, and a config that would cut is an error).
+	ShrinkStream    bool
 	DuplicateWindow time.Duration // stream duplicate window; 0 = 2m
 	MaxAge          time.Duration // managed stream retention; 0 = 72h
 	MaxBytes        int64         // managed stream size bound; 0 = unlimited
@@ -196,63 +201,6 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Publisher, err
 // an existing stream" (NATS server errors.json, JSStreamSubjectOverlapErr);
 // nats.go has no constant for it.
 const errCodeSubjectOverlap jetstream.ErrorCode = 10065
-
-// ensureStream creates/updates the stream (managed) or checks it (unmanaged).
-func (p *Publisher) ensureStream(ctx context.Context, cfg Config) error {
-	want := cfg.SubjectPrefix + ".>"
-	if cfg.ManageStream {
-		sc := jetstream.StreamConfig{
-			Name:       cfg.Stream,
-			Subjects:   []string{want},
-			Retention:  jetstream.LimitsPolicy,
-			Discard:    jetstream.DiscardOld,
-			MaxAge:     cfg.MaxAge,
-			MaxBytes:   -1,
-			MaxMsgs:    -1,
-			Duplicates: cfg.DuplicateWindow,
-			Replicas:   cfg.Replicas,
-			Storage:    jetstream.FileStorage,
-		}
-		if cfg.MaxBytes > 0 {
-			sc.MaxBytes = cfg.MaxBytes
-		}
-		if cfg.Storage == "memory" {
-			sc.Storage = jetstream.MemoryStorage
-		}
-		if _, err := p.js.CreateOrUpdateStream(ctx, sc); err != nil {
-			// The server's reason names the setting (e.g. "subjects overlap
-			// with an existing stream", "can not change storage type").
-			fix := ""
-			var api *jetstream.APIError
-			if errors.As(err, &api) && api.ErrorCode == errCodeSubjectOverlap {
-				fix = ": another stream already captures these subjects; pick another nats.subject_prefix, or set nats.stream to that stream's name and nats.manage_stream = false"
-			}
-			return fmt.Errorf("publish: create or update stream %q (subjects %q, duplicate window %s, storage %s): %w%s",
-				cfg.Stream, want, cfg.DuplicateWindow, cfg.Storage, err, fix)
-		}
-		return nil
-	}
-
-	s, err := p.js.Stream(ctx, cfg.Stream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("publish: stream %q does not exist (create it from deploy/ or set manage_stream = true)", cfg.Stream)
-	}
-	if err != nil {
-		return fmt.Errorf("publish: look up stream %q: %w", cfg.Stream, err)
-	}
-	info := s.CachedInfo()
-	if !anyCovers(info.Config.Subjects, want) {
-		return fmt.Errorf("publish: stream %q subjects %q do not cover %q", cfg.Stream, info.Config.Subjects, want)
-	}
-	if d := info.Config.Duplicates; d < cfg.DuplicateWindow {
-		return fmt.Errorf("publish: stream %q duplicate window %s is shorter than the required %s (retried notices could be stored twice)",
-			cfg.Stream, d, cfg.DuplicateWindow)
-	}
-	if info.Config.Retention == jetstream.WorkQueuePolicy {
-		return fmt.Errorf("publish: stream %q has work-queue retention; notices fan out to every subscriber, use limits retention", cfg.Stream)
-	}
-	return nil
-}
 
 // Publish sends every message with Nats-Msg-Id = msg.ID and waits for all
 // acks, keeping at most MaxInFlight unacknowledged. It returns nil only if

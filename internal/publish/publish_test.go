@@ -109,12 +109,29 @@ func TestOpenCreatesAndUpdatesStream(t *testing.T) {
 		t.Fatalf("stream config %+v", cfg)
 	}
 
-	// Opening again with other settings updates the stream in place.
+	if !strings.HasPrefix(cfg.Description, ownerMark) {
+		t.Fatalf("created stream not marked as dialsync's: description %q", cfg.Description)
+	}
+
+	// Opening again with wider settings widens the stream in place.
 	open(t, Config{URL: srv.URL, Stream: stream, SubjectPrefix: prefix, ManageStream: true,
+		DuplicateWindow: 5 * time.Minute, MaxAge: 96 * time.Hour})
+	cfg = streamInfo(t, js, stream).Config
+	if cfg.Duplicates != 5*time.Minute || cfg.MaxAge != 96*time.Hour || cfg.MaxBytes != -1 {
+		t.Fatalf("widened stream config %+v", cfg)
+	}
+	// Narrower settings are refused, naming each cut, unless allowed.
+	_, err := Open(context.Background(), Config{URL: srv.URL, Stream: stream, SubjectPrefix: prefix, ManageStream: true,
+		DuplicateWindow: 5 * time.Minute, MaxAge: time.Hour, MaxBytes: 1 << 30}, testLogger(t))
+	wantErr(t, err, stream, "max_age 96h0m0s -> 1h0m0s", "max_bytes unlimited -> 1073741824", "nats.shrink_stream = true")
+	if cfg = streamInfo(t, js, stream).Config; cfg.MaxAge != 96*time.Hour || cfg.MaxBytes != -1 {
+		t.Fatalf("refused cut changed the stream: %+v", cfg)
+	}
+	open(t, Config{URL: srv.URL, Stream: stream, SubjectPrefix: prefix, ManageStream: true, ShrinkStream: true,
 		DuplicateWindow: 5 * time.Minute, MaxAge: time.Hour, MaxBytes: 1 << 30})
 	cfg = streamInfo(t, js, stream).Config
 	if cfg.Duplicates != 5*time.Minute || cfg.MaxAge != time.Hour || cfg.MaxBytes != 1<<30 {
-		t.Fatalf("updated stream config %+v", cfg)
+		t.Fatalf("shrunk stream config %+v", cfg)
 	}
 
 	// Unmanaged Open accepts the stream it now finds.
@@ -270,6 +287,54 @@ func TestConflictingStreams(t *testing.T) {
 	}
 	_, err = Open(ctx, Config{URL: srv.URL, Stream: "MEM", SubjectPrefix: prefix + "m", ManageStream: true, Storage: "file"}, testLogger(t))
 	wantErr(t, err, "MEM", "storage")
+}
+
+// A stream dialsync did not create is never changed: used as it is when it
+// can hold the notices, refused with the differences and the fix when not.
+func TestForeignStreamIsNeverChanged(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	stream, prefix := names(t)
+	ctx := context.Background()
+	foreign := jetstream.StreamConfig{Name: stream, Subjects: []string{prefix + ".>", "app.events"},
+		Duplicates: 10 * time.Second, Description: "the billing team's stream"}
+	if _, err := js.CreateStream(ctx, foreign); err != nil {
+		t.Fatal(err)
+	}
+	before := streamInfo(t, js, stream).Config
+
+	_, err := Open(ctx, Config{URL: srv.URL, Stream: stream, SubjectPrefix: prefix, ManageStream: true}, testLogger(t))
+	wantErr(t, err, stream, "duplicate window 10s is shorter than the required 2m0s", "nats stream edit "+stream+" --dupe-window 2m0s", ownerMark)
+	if after := streamInfo(t, js, stream).Config; len(Differences(before, after)) > 0 {
+		t.Fatalf("a foreign stream was changed: %v", Differences(before, after))
+	}
+
+	// Fit for the notices: used unchanged (retention, subjects, description kept).
+	before.Duplicates = 5 * time.Minute
+	if _, err := js.UpdateStream(ctx, before); err != nil {
+		t.Fatal(err)
+	}
+	before = streamInfo(t, js, stream).Config
+	p := open(t, Config{URL: srv.URL, Stream: stream, SubjectPrefix: prefix, ManageStream: true, MaxAge: time.Hour})
+	if err := p.Publish(ctx, batch(prefix, "tx", 3)); err != nil {
+		t.Fatal(err)
+	}
+	if after := streamInfo(t, js, stream).Config; len(Differences(before, after)) > 0 {
+		t.Fatalf("a foreign stream was changed: %v", Differences(before, after))
+	}
+
+	// A stream the previous dialsync created (exactly its config, no mark)
+	// is adopted: marked, nothing else changed.
+	legacy := wantConfig(Config{Stream: stream + "_OLD", SubjectPrefix: prefix + "old", MaxAge: 72 * time.Hour, DuplicateWindow: 2 * time.Minute, Replicas: 1})
+	legacy.Description = ""
+	if _, err := js.CreateStream(ctx, legacy); err != nil {
+		t.Fatal(err)
+	}
+	open(t, Config{URL: srv.URL, Stream: legacy.Name, SubjectPrefix: prefix + "old", ManageStream: true})
+	got := streamInfo(t, js, legacy.Name).Config
+	if !ownedBy(got) || got.MaxAge != 72*time.Hour || got.Duplicates != 2*time.Minute {
+		t.Fatalf("legacy stream not adopted as it was: %+v", got)
+	}
 }
 
 func wantErr(t *testing.T, err error, parts ...string) {
