@@ -54,12 +54,16 @@ func (s *streamer) checkStatement(h *replication.EventHeader, pos mysql.Position
 	if err != nil {
 		return false, fmt.Errorf("read the statement event at %s:%d back from the source (to see whether it changed a tracked table): %w", pos.Name, start, err)
 	}
-	tables, dml, perr := statementTables(query)
+	tables, dml, inside, perr := statementTables(query)
 	if perr != nil {
 		// go-mysql parsed this statement already (else no OnPosSynced);
 		// a failure here means we cannot tell: stop rather than guess.
 		return false, fatalf("query event at %s:%d could not be parsed to tell whether it changed a tracked table (%v): %s",
 			pos.Name, start, perr, statementFix)
+	}
+	if inside {
+		// ROLLBACK TO SAVEPOINT: the transaction goes on.
+		return false, nil
 	}
 	if !dml {
 		return true, nil
@@ -108,11 +112,12 @@ type tableRef struct{ db, table string }
 // and reports whether it is DML and which tables it may write (for an
 // UPDATE or DELETE with a join, every table of the join). A DML statement
 // whose target cannot be named gets a ref with an empty table, which
-// matches every tracked table.
-func statementTables(query string) (refs []tableRef, dml bool, err error) {
+// matches every tracked table. inside reports a ROLLBACK TO SAVEPOINT,
+// which go-mysql announces like a commit although its transaction goes on.
+func statementTables(query string) (refs []tableRef, dml, inside bool, err error) {
 	stmts, _, err := parser.New().Parse(query, "", "")
 	if err != nil {
-		return nil, false, err
+		return nil, false, false, err
 	}
 	db := ""
 	for _, st := range stmts {
@@ -120,6 +125,9 @@ func statementTables(query string) (refs []tableRef, dml bool, err error) {
 		switch x := st.(type) {
 		case *ast.UseStmt:
 			db = x.DBName
+			continue
+		case *ast.RollbackStmt:
+			inside = inside || x.SavepointName != ""
 			continue
 		case *ast.InsertStmt:
 			targets = joinTables(x.Table)
@@ -155,7 +163,7 @@ func statementTables(query string) (refs []tableRef, dml bool, err error) {
 			refs = append(refs, tableRef{db: db})
 		}
 	}
-	return refs, dml, nil
+	return refs, dml, inside, nil
 }
 
 // joinTables lists the table sources of a FROM/INTO clause.
