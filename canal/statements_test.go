@@ -152,7 +152,10 @@ func TestStatementTables(t *testing.T) {
 func TestRollbackToSavepointIsNotABoundary(t *testing.T) {
 	f := newFixture(t, testenv.SharedMariaDB(t))
 	s := startStream(t, f.cfg, f.head(t), false)
-	f.exec(t, "BEGIN; INSERT INTO DB.users (id) VALUES (20); SAVEPOINT a; INSERT INTO DB.users (id) VALUES (21); ROLLBACK TO SAVEPOINT a; INSERT INTO DB.users (id) VALUES (22); COMMIT")
+	// The server logs ROLLBACK TO only when a non-transactional table
+	// changed after the savepoint (else it just drops the cached rows).
+	f.exec(t, "CREATE TABLE DB.nt (id INT PRIMARY KEY) ENGINE=MyISAM")
+	f.exec(t, "BEGIN; INSERT INTO DB.users (id) VALUES (20); SAVEPOINT a; INSERT INTO DB.users (id) VALUES (21); INSERT INTO DB.nt VALUES (1); ROLLBACK TO SAVEPOINT a; INSERT INTO DB.users (id) VALUES (22); COMMIT")
 	txn := s.nextWithChanges(t)
 	var ids []any
 	for _, c := range txn.Changes {
