@@ -54,6 +54,11 @@ type Config struct {
 	// OnRestart, when set, is called each time Run restarts the stream
 	// after a transient error (a lost connection, mostly).
 	OnRestart func(err error)
+
+	// askFrom, when set, is the position the server is asked to send
+	// from, instead of the start position: tests use an earlier one to
+	// play a server that resends old transactions (replay.go).
+	askFrom *change.Position
 }
 
 const (

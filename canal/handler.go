@@ -45,6 +45,11 @@ type streamer struct {
 
 	ddlEnd uint32 // end of the last query event go-mysql reported as DDL
 
+	// The replay guard (replay.go): the start position, and the
+	// transactions skipped because they lie at or before it.
+	guard    change.Position
+	replayed replayRange
+
 	err error // first error returned to go-mysql; Stream returns it as is
 }
 
@@ -61,7 +66,7 @@ type tracked struct {
 func newStreamer(ctx context.Context, cfg Config, log *slog.Logger, c *gocanal.Canal, from change.Position,
 	h func(context.Context, *change.Txn) error, accepted func(change.Position)) *streamer {
 	s := &streamer{ctx: ctx, cfg: cfg, log: log, canal: c, h: h, accepted: accepted,
-		tables: make(map[string]*tracked, len(cfg.Tables)), last: from, file: from.File}
+		tables: make(map[string]*tracked, len(cfg.Tables)), last: from, file: from.File, guard: from}
 	for _, t := range cfg.Tables {
 		s.tables[t.Table] = &tracked{spec: t}
 	}
@@ -249,6 +254,9 @@ func (s *streamer) handOnPiece() error {
 		Bytes: s.bytes, Partial: true, Piece: s.piece}
 	s.changes, s.bytes = nil, 0
 	s.piece++
+	if s.replay(txn) {
+		return nil
+	}
 	if err := s.h(s.ctx, txn); err != nil {
 		return s.fail(&handlerError{fmt.Errorf("handler: piece %d of txn %s: %w", txn.Piece, txn.ID(), err)})
 	}
@@ -290,6 +298,9 @@ func (s *streamer) OnPosSynced(h *replication.EventHeader, pos mysql.Position, s
 	txn := &change.Txn{Changes: s.changes, End: end, GTID: s.gtid, CommitTime: unixUTC(h.Timestamp),
 		Bytes: s.bytes, Piece: s.piece}
 	s.open, s.changes, s.bytes = false, nil, 0
+	if s.replay(txn) {
+		return nil
+	}
 	if err := s.h(s.ctx, txn); err != nil {
 		return s.fail(&handlerError{fmt.Errorf("handler: txn %s ending at %s: %w", txn.ID(), end, err)})
 	}

@@ -187,3 +187,36 @@ func TestMinimalRowImageAtRuntimeStops(t *testing.T) {
 		}
 	}
 }
+
+// The replay guard: a server that sends transactions at or before the
+// start position (played here by asking it for an earlier one) has them
+// skipped and counted; the first later transaction goes through.
+func TestReplayedTransactionsAreSkipped(t *testing.T) {
+	for _, byGTID := range []bool{true, false} {
+		t.Run(map[bool]string{true: "gtid", false: "file-pos"}[byGTID], func(t *testing.T) {
+			f := newFixture(t, testenv.SharedMariaDB(t))
+			early := f.head(t)
+			f.exec(t, `INSERT INTO DB.users (id) VALUES (30)`, `INSERT INTO DB.users (id) VALUES (31)`)
+			start := f.head(t)
+			if !byGTID {
+				early.GTIDSet, start.GTIDSet = "", ""
+			}
+			f.exec(t, `INSERT INTO DB.users (id) VALUES (32)`)
+			cfg := f.cfg
+			cfg.askFrom = &early
+			before := ReplayedTransactions()
+			s := startStream(t, cfg, start, false)
+			txn := s.nextWithChanges(t)
+			if txn.Changes[0].After[0] != int64(32) {
+				t.Fatalf("first transaction handed on is %s with id %v, want the one after the start (32)", txn.ID(), txn.Changes[0].After[0])
+			}
+			if got := ReplayedTransactions() - before; got < 2 {
+				t.Fatalf("ReplayedTransactions grew by %d, want at least 2", got)
+			}
+			f.exec(t, `INSERT INTO DB.users (id) VALUES (33)`)
+			if txn := s.nextWithChanges(t); txn.Changes[0].After[0] != int64(33) {
+				t.Fatalf("got %v after the replayed range", txn.Changes)
+			}
+		})
+	}
+}

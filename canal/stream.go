@@ -195,11 +195,19 @@ func stream(ctx context.Context, cfg Config, from change.Position, h func(contex
 	c.SetEventHandler(s)
 
 	log.Info("binlog stream starting", "from", from.String(), "server", pf.version, "server_id", cfg.ServerID, "tables", len(cfg.Tables))
+	ask := from
+	if cfg.askFrom != nil {
+		ask = *cfg.askFrom
+		if gset, err = parseStartGTID(cfg.Flavor, ask.GTIDSet); err != nil {
+			return err
+		}
+	}
 	if gset != nil {
 		err = c.StartFromGTID(gset)
 	} else {
-		err = c.RunFrom(mysql.Position{Name: from.File, Pos: from.Pos})
+		err = c.RunFrom(mysql.Position{Name: ask.File, Pos: ask.Pos})
 	}
+	s.logReplayed()
 	if ctx.Err() != nil {
 		return nil
 	}
