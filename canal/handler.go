@@ -134,7 +134,11 @@ func (s *streamer) fail(err error) error {
 func (s *streamer) at(logPos uint32) string { return fmt.Sprintf("%s:%d", s.file, logPos) }
 
 func (s *streamer) OnRotate(_ *replication.EventHeader, e *replication.RotateEvent) error {
-	s.file = string(e.NextLogName)
+	name := string(e.NextLogName)
+	if err := s.checkPosition(name, uint32(e.Position), true); err != nil {
+		return s.fail(err)
+	}
+	s.file = name
 	return nil
 }
 
@@ -273,6 +277,9 @@ func (s *streamer) OnPosSynced(h *replication.EventHeader, pos mysql.Position, s
 		// Close() announces its last position from another goroutine; the
 		// commit at that position may have failed. Not a boundary for us.
 		return nil
+	}
+	if err := s.checkPosition(pos.Name, pos.Pos, h.EventType == replication.ROTATE_EVENT); err != nil {
+		return s.fail(err)
 	}
 	if h.EventType == replication.ROTATE_EVENT {
 		s.file = pos.Name // between transactions; nothing to hand on

@@ -1,6 +1,7 @@
 package canal
 
 import (
+	"context"
 	"dialsync/change"
 	"encoding/hex"
 	"errors"
@@ -224,5 +225,38 @@ func TestPositionIncludes(t *testing.T) {
 		if got := Includes(c.p, &c.t); got != c.want {
 			t.Errorf("%v.Includes(gtid %q end %v) = %v, want %v", c.p, c.t.GTID, c.t.End, got, c.want)
 		}
+	}
+}
+
+// File names and offsets from the stream are checked where they enter: a
+// name with junk bytes appended stops the stream, never reaches the
+// checkpoint.
+func TestStreamPositionsAreValidated(t *testing.T) {
+	for name, want := range map[string]bool{
+		"mysql-bin.000001": true, "my.host-bin.1000000": true, "binlog.000003": true,
+		"mysql-bin.000002\x00\x00\x00\x00": false, "mysql-bin.000002\xde\xad\xbe\xef": false,
+		"": false, "mysql-bin": false, "mysql-bin.": false, ".000001": false, "a/b.000001": false, "x'.000001": false,
+	} {
+		if got := validBinlogName(name); got != want {
+			t.Errorf("validBinlogName(%q) = %v, want %v", name, got, want)
+		}
+	}
+	s := &streamer{cfg: Config{Addr: "src:3306"}, log: slog.New(slog.DiscardHandler)}
+	handed := 0
+	s.h = func(context.Context, *change.Txn) error { handed++; return nil }
+	err := s.OnRotate(&replication.EventHeader{}, &replication.RotateEvent{Position: 4, NextLogName: []byte("mysql-bin.000002\x00\x01\x02\x03")})
+	if !errors.Is(err, ErrFatal) || !strings.Contains(err.Error(), "src:3306") || !strings.Contains(err.Error(), "not a binlog file name") {
+		t.Fatalf("rotate with a junk name: got %v", err)
+	}
+	err = s.OnPosSynced(&replication.EventHeader{EventType: replication.XID_EVENT}, mysql.Position{Name: "mysql-bin.000002\xff", Pos: 900}, nil, false)
+	if !errors.Is(err, ErrFatal) || handed != 0 {
+		t.Fatalf("commit at a junk name: got %v, %d transactions handed on", err, handed)
+	}
+	err = s.OnPosSynced(&replication.EventHeader{EventType: replication.XID_EVENT}, mysql.Position{Name: "mysql-bin.000002", Pos: 0}, nil, false)
+	if !errors.Is(err, ErrFatal) || handed != 0 {
+		t.Fatalf("commit at offset 0: got %v, %d transactions handed on", err, handed)
+	}
+	if err := s.OnPosSynced(&replication.EventHeader{EventType: replication.XID_EVENT}, mysql.Position{Name: "mysql-bin.000002", Pos: 900}, nil, false); err != nil || handed != 1 {
+		t.Fatalf("valid commit: got %v, %d handed on", err, handed)
 	}
 }
