@@ -39,12 +39,25 @@ var fatalServerCodes = map[uint16]string{
 	mysql.ER_MASTER_HAS_PURGED_REQUIRED_GTIDS:  "the server purged binlogs holding GTIDs we still need",
 }
 
-// classify marks server errors that a retry cannot fix as fatal; lost
-// positions also wrap ErrPositionGone.
+// classify marks server errors of the binlog stream that a retry cannot fix
+// as fatal; lost positions also wrap ErrPositionGone. It is called only
+// after the stream's preflight logged in with the same user and password.
 func classify(cfg Config, err error) error {
 	var my *mysql.MyError
-	if !errors.As(err, &my) {
+	// go-mysql formats the error of the dump request with %v (canal/sync.go,
+	// "start sync replication at ... error %v"), so the server's error code
+	// survives only as text there.
+	denied := strings.Contains(err.Error(), fmt.Sprintf("ERROR %d (28000)", mysql.ER_ACCESS_DENIED_ERROR))
+	if !errors.As(err, &my) && !denied {
 		return err
+	}
+	if denied || my.Code == mysql.ER_ACCESS_DENIED_ERROR {
+		// MariaDB answers a binlog dump by a user without REPLICATION
+		// SLAVE with ERROR 1045 "Access denied ... (using password: YES)",
+		// the error of a wrong password; but the same credentials have
+		// just logged in, so the privilege is what is missing.
+		return fatalf("source user %q may log in but was refused the binlog (%w): it lacks REPLICATION SLAVE: GRANT REPLICATION SLAVE ON *.* TO the source user (see deploy/mysql/grants.sql)",
+			cfg.User, err)
 	}
 	hint, ok := fatalServerCodes[my.Code]
 	if !ok {
