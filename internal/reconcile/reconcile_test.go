@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"dialsync/handlers"
+	"dialsync/internal/apply"
 	"dialsync/internal/queue"
 	"dialsync/notice"
 )
@@ -238,7 +239,7 @@ func TestRunUsersChunks(t *testing.T) {
 func TestDirectRetryGivesUp(t *testing.T) {
 	calls := 0
 	boom := errors.New("boom")
-	err := Direct{Attempts: 3, Backoff: time.Millisecond}.Retry(context.Background(), "op", func() error {
+	err := Direct{Attempts: 3, Backoff: time.Millisecond}.Retry(context.Background(), apply.StageOther, "op", func() error {
 		calls++
 		return boom
 	})
@@ -246,7 +247,7 @@ func TestDirectRetryGivesUp(t *testing.T) {
 		t.Fatalf("calls %d, err %v", calls, err)
 	}
 	calls = 0
-	err = Direct{}.Retry(context.Background(), "op", func() error {
+	err = Direct{}.Retry(context.Background(), apply.StageOther, "op", func() error {
 		calls++
 		if calls < 2 {
 			return boom
