@@ -258,3 +258,46 @@ func TestDirectRetryGivesUp(t *testing.T) {
 		t.Fatalf("calls %d, err %v", calls, err)
 	}
 }
+
+// stageLoop is Direct, recording the stage every retried operation is
+// reported under.
+type stageLoop struct {
+	Direct
+	stages map[string]apply.Stage
+}
+
+func (l *stageLoop) Retry(ctx context.Context, stage apply.Stage, op string, fn func() error) error {
+	l.stages[op] = stage
+	return l.Direct.Retry(ctx, stage, op, fn)
+}
+
+// Every reconcile operation reports the stage (hence the metric labels)
+// the retry metrics always gave it.
+func TestRetryStages(t *testing.T) {
+	want := map[string]apply.Stage{
+		"reconcile: evaluate rule":     apply.StageLookup,
+		"reconcile: diff":              apply.StageOther,
+		"reconcile: write queue":       apply.StagePostgres,
+		"reconcile: delete cache keys": apply.StageRedis,
+		"reconcile: publish":           apply.StageNATS,
+		"reconcile: clear outbox":      apply.StagePostgres,
+		"reconcile: delete queue keys": apply.StagePostgres,
+		"reconcile: publish summary":   apply.StageNATS,
+	}
+	loop := &stageLoop{stages: map[string]apply.Stage{}}
+	for _, dry := range []bool{false, true} {
+		r, _, _, _ := world(t)
+		r.Loop = loop
+		if _, err := r.Run(context.Background(), Options{DryRun: dry}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(loop.stages) != len(want) {
+		t.Errorf("operations %v, want %v", loop.stages, want)
+	}
+	for op, s := range want {
+		if got, ok := loop.stages[op]; !ok || got != s {
+			t.Errorf("%s: stage %v (seen %v), want %v", op, got, ok, s)
+		}
+	}
+}
