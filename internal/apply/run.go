@@ -52,8 +52,9 @@ func (l *Loop) release(n int) {
 // Pending is the number of transactions submitted and not yet applied.
 func (l *Loop) Pending() int64 { return l.queued.Load() }
 
-// Do runs fn on the loop goroutine, between batches, after every transaction
-// submitted before it was applied; it returns fn's error. Reconcile chunks
+// Do runs fn on the goroutine running Run, between batches, once every
+// transaction submitted before it is applied and checkpointed (the stages
+// and the saver idle); it returns fn's error. Reconcile chunks
 // use it so their writes are ordered with streamed changes.
 func (l *Loop) Do(ctx context.Context, fn func(context.Context) error) error {
 	it := item{job: fn, res: make(chan error, 1)}

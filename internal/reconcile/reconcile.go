@@ -1,7 +1,8 @@
 // Package reconcile recomputes the whole call queue from the source rows, in
 // chunks of users (keyset pagination on users.id), and applies the
-// difference. Every chunk runs on the apply loop's goroutine (Loop.Do), so
-// its writes are ordered with streamed changes: a chunk read before a
+// difference. Every chunk runs as an apply loop job (Loop.Do: on the
+// goroutine running the loop, with its stages idle), so its writes are
+// ordered with streamed changes: a chunk read before a
 // streamed change is written before that change's recomputation, never after
 // it (docs/design.md, invariant 4). Memory is bounded by the chunk size.
 package reconcile
