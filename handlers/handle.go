@@ -12,8 +12,8 @@ import (
 // side halts at its position or sends it to dead letters, by table policy.
 //
 // The message names the table, the column, the image and the problem, and
-// never the value: row values are customer data (BRIEF section 6, "no row
-// values in logs"), and errors end up in logs.
+// never the value: row values are customer data (docs/design.md: no row
+// values in logs), and errors end up in logs.
 type RowError struct {
 	Table string
 	// Column is the column at fault; empty when the problem is the change
@@ -70,7 +70,7 @@ func kindOf(table string) (tableKind, bool) {
 // call) and, for claims, the claim -> user owner its image shows. Changes of
 // untracked tables append nothing and return nil.
 //
-// Rules (BRIEF section 3):
+// Rules (the source tables of docs/design.md):
 //   - users: User(id).
 //   - claims: User(user_id) of the before AND after images, since an update
 //     can move a claim between users; Learned{id, user_id} from the after

@@ -1,7 +1,9 @@
 // Package handlers decides, for each row change of a tracked table, which
-// users it touches. Handlers are pure: no I/O. When a change names a user
-// only indirectly (a requirement's claim, an address), the handler returns a
-// reference that the apply side resolves in one batched lookup.
+// users it touches, and what the notices about it say (notices.go). Both are
+// pure: no I/O, and no module outside the standard library. When a change
+// names a user only indirectly (a requirement's claim, an address), the
+// handler returns a reference that the apply side resolves in one batched
+// lookup.
 package handlers
 
 // RefKind says how a Ref names its user(s).

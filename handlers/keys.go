@@ -6,7 +6,7 @@ import (
 	"strings"
 )
 
-// Default cache keys, from the origin document (BRIEF section 4). The config
+// Default cache keys, as docs/design.md lists them. The config
 // layer starts from these; NewKeys itself takes the lists as given.
 var (
 	// DefaultUserKeyTemplates are the per-user keys; "{id}" is the user id.

@@ -2,7 +2,7 @@ package handlers
 
 import "dialsync/change"
 
-// The five source tables (BRIEF section 3). Any other table is ignored.
+// The five source tables (docs/design.md). Any other table is ignored.
 const (
 	TableUsers                = "users"
 	TableUserAddresses        = "user_addresses"

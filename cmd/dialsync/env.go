@@ -246,7 +246,7 @@ func (e *env) connectLookup(ctx context.Context) error {
 func (e *env) newLoop(log *slog.Logger, mon *monitor) *apply.Loop {
 	a := e.cfg.Apply
 	var onApplied func(apply.BatchStats)
-	var onRetry func(string, error)
+	var onRetry func(apply.Stage, string, error)
 	var onSaved func(change.Position, time.Duration)
 	if mon != nil {
 		onApplied, onRetry, onSaved = mon.onApplied, mon.onRetry, mon.onSaved
@@ -255,6 +255,9 @@ func (e *env) newLoop(log *slog.Logger, mon *monitor) *apply.Loop {
 		OnApplied: onApplied,
 		OnRetry:   onRetry,
 		OnSaved:   onSaved,
+		// A fenced checkpoint write means another instance leads now:
+		// retrying cannot help, the deposed process must stop.
+		Fatal: func(err error) bool { return errors.Is(err, checkpoint.ErrFenced) },
 		DeadLetter: func(table string) bool {
 			return e.cfg.Tables.OnErrorFor(table) == config.OnErrorDeadLetter
 		},

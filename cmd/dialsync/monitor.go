@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"math"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +46,9 @@ func newMonitor(e *env, m *metrics.Metrics, log *slog.Logger) *monitor {
 	m.RetentionHeadroomSeconds.Set(math.Inf(1)) // until measured
 	m.SetBuildInfo(buildVersion())
 	m.InitTables("users", "user_addresses", "claims", "claim_requirements", "claim_vehicle_packages")
+	for _, s := range apply.BatchStages() {
+		m.InitStages(s.String())
+	}
 	return o
 }
 
@@ -70,7 +72,7 @@ func (o *monitor) onApplied(st apply.BatchStats) {
 	}
 	for i, d := range st.Stages {
 		if d > 0 {
-			m.StageSeconds.WithLabelValues(apply.StageNames[i]).Observe(d.Seconds())
+			m.StageSeconds.WithLabelValues(apply.Stage(i).String()).Observe(d.Seconds())
 		}
 	}
 	queueNotices := 0
@@ -108,33 +110,16 @@ func (o *monitor) onSaved(pos change.Position, took time.Duration) {
 	now := time.Now()
 	o.lastSave.Store(now.UnixNano())
 	o.m.CheckpointTimestamp.Set(float64(now.Unix()))
-	o.m.StageSeconds.WithLabelValues(metrics.StageCheckpoint).Observe(took.Seconds())
+	o.m.StageSeconds.WithLabelValues(apply.StageCheckpoint.String()).Observe(took.Seconds())
 	o.mu.Lock()
 	o.pos = pos
 	o.mu.Unlock()
 }
 
 // onRetry is apply.Config.OnRetry: a failed attempt of a stage.
-func (o *monitor) onRetry(op string, _ error) {
-	stage, server := stageOf(op)
-	o.m.Retries.WithLabelValues(stage, server).Inc()
-	o.m.Errors.WithLabelValues(stage, server).Inc()
-}
-
-func stageOf(op string) (stage, server string) {
-	switch {
-	case strings.Contains(op, "lookup"), strings.Contains(op, "rule"):
-		return metrics.StageLookup, "mysql"
-	case strings.Contains(op, "queue"), strings.Contains(op, "outbox"):
-		return metrics.StagePostgres, "postgres"
-	case strings.Contains(op, "cache"):
-		return metrics.StageRedis, "redis"
-	case strings.Contains(op, "publish"):
-		return metrics.StageNATS, "nats"
-	case strings.Contains(op, "checkpoint"):
-		return metrics.StageCheckpoint, "postgres"
-	}
-	return "other", "unknown"
+func (o *monitor) onRetry(stage apply.Stage, _ string, _ error) {
+	o.m.Retries.WithLabelValues(stage.String(), stage.Server()).Inc()
+	o.m.Errors.WithLabelValues(stage.String(), stage.Server()).Inc()
 }
 
 // onReconcile records a reconcile run.

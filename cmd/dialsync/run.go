@@ -12,20 +12,12 @@ import (
 	"dialsync/canal"
 	"dialsync/change"
 	"dialsync/checkpoint"
-	"dialsync/internal/apply"
 	"dialsync/internal/config"
 	"dialsync/internal/httpserver"
 	"dialsync/internal/lookup"
 	"dialsync/internal/metrics"
 	"dialsync/internal/reconcile"
 )
-
-func init() {
-	// A fenced checkpoint write means another instance leads now: retrying
-	// cannot help, the deposed process must stop.
-	isFatal := apply.IsFatal
-	apply.IsFatal = func(err error) bool { return errors.Is(err, checkpoint.ErrFenced) || isFatal(err) }
-}
 
 func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("run", stderr)

@@ -13,7 +13,8 @@ import (
 // internal/publish); tests of the loop itself may use fakes.
 
 // Lookup answers questions on the lookup server (which must be the server
-// whose binlog is read: see BRIEF invariant 3). Every method takes a batch.
+// whose binlog is read: see docs/design.md, invariant 3). Every method takes
+// a batch.
 type Lookup interface {
 	// CommitBarrier returns once the transactions that changed these rows
 	// (table -> primary keys) are visible to reads on the lookup server: a

@@ -20,15 +20,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Stage label values of StageSeconds (and the usual ones of Retries and
-// Errors, which may also use "source", "reconcile" and so on).
-const (
-	StageLookup     = "lookup"
-	StagePostgres   = "postgres"
-	StageRedis      = "redis"
-	StageNATS       = "nats"
-	StageCheckpoint = "checkpoint"
-)
+// The stage label values of StageSeconds, Retries and Errors are not
+// declared here: they are the apply stages' names (apply.Stage's String,
+// one vocabulary for the loop, its retry reports and these labels). This
+// package imports nothing of dialsync, so the caller passes them in
+// (InitStages).
 
 // Kind label values of QueueChanges and ReconcileDrift.
 const (
@@ -150,7 +146,8 @@ func Names() []string {
 // New builds a Metrics on its own registry, together with the Go runtime and
 // process collectors (process_resident_memory_bytes feeds the RSS panel).
 // Label values known in advance are created at zero so that rate() and
-// increase() see the first event (a series born at 1 has no increase).
+// increase() see the first event (a series born at 1 has no increase);
+// InitTables and InitStages do the same for the values the caller knows.
 func New() *Metrics {
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
@@ -288,9 +285,6 @@ func New() *Metrics {
 	)
 	m.reg.MustRegister(m.collectors()...)
 
-	for _, s := range []string{StageLookup, StagePostgres, StageRedis, StageNATS, StageCheckpoint} {
-		m.StageSeconds.WithLabelValues(s)
-	}
 	for _, k := range []string{KindEntered, KindLeft, KindUpdated} {
 		m.QueueChanges.WithLabelValues(k)
 	}
@@ -330,6 +324,15 @@ func (m *Metrics) InitTables(tables ...string) {
 	}
 }
 
+// InitStages creates the StageSeconds series of these stage label values
+// at zero (the apply stages' names). Call it once with every stage a batch
+// is timed in.
+func (m *Metrics) InitStages(stages ...string) {
+	for _, s := range stages {
+		m.StageSeconds.WithLabelValues(s)
+	}
+}
+
 // SetBuildInfo replaces the dialsync_build_info series with one for version
 // (the binary's -ldflags version) and the running Go version.
 func (m *Metrics) SetBuildInfo(version string) {
@@ -343,7 +346,7 @@ func (m *Metrics) SetBuildInfo(version string) {
 // ObserveStage records the time since start in StageSeconds. Use it in a
 // defer so failed attempts are timed too:
 //
-//	defer m.ObserveStage(metrics.StageRedis, time.Now())
+//	defer m.ObserveStage(apply.StageRedis.String(), time.Now())
 func (m *Metrics) ObserveStage(stage string, start time.Time) {
 	m.StageSeconds.WithLabelValues(stage).Observe(time.Since(start).Seconds())
 }

@@ -20,14 +20,24 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
+// Stage label values as internal/apply names them (apply.Stage.String;
+// this package does not import apply). The deploy files use them.
+const (
+	stagePostgres = "postgres"
+	stageRedis    = "redis"
+)
+
+var stages = []string{"lookup", stagePostgres, stageRedis, "nats", "checkpoint"}
+
 // touchAll gives every vector at least one child, so that Gather reports
 // every metric family (a vector with no child exports nothing).
 func touchAll(tb testing.TB, m *Metrics) {
 	tb.Helper()
 	m.InitTables("users")
+	m.InitStages(stages...)
 	m.NoticesPublished.WithLabelValues("user.changed")
-	m.Retries.WithLabelValues(StagePostgres, "postgres")
-	m.Errors.WithLabelValues(StagePostgres, "postgres")
+	m.Retries.WithLabelValues(stagePostgres, "postgres")
+	m.Errors.WithLabelValues(stagePostgres, "postgres")
 	m.Reconnects.WithLabelValues("postgres")
 }
 
@@ -124,6 +134,7 @@ func TestIndependentInstances(t *testing.T) {
 
 func TestPreinitialisedSeries(t *testing.T) {
 	m := New()
+	m.InitStages(stages...)
 	// Known label values exist at zero before any event.
 	for _, c := range []struct {
 		c    prometheus.Collector
@@ -164,7 +175,7 @@ func TestBuildInfoAndStageTimer(t *testing.T) {
 		t.Fatalf("build info = %v %v", labels, ms[0].GetGauge().GetValue())
 	}
 
-	m.ObserveStage(StageRedis, time.Now().Add(-20*time.Millisecond))
+	m.ObserveStage(stageRedis, time.Now().Add(-20*time.Millisecond))
 	found := false
 	mfs, err := m.Registry().Gather()
 	if err != nil {
@@ -175,7 +186,7 @@ func TestBuildInfoAndStageTimer(t *testing.T) {
 			continue
 		}
 		for _, metric := range mf.GetMetric() {
-			if metric.GetLabel()[0].GetValue() == StageRedis {
+			if metric.GetLabel()[0].GetValue() == stageRedis {
 				found = true
 				if c := metric.GetHistogram().GetSampleCount(); c != 1 {
 					t.Errorf("redis sample count %d, want 1", c)

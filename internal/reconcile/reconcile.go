@@ -1,9 +1,10 @@
 // Package reconcile recomputes the whole call queue from the source rows, in
 // chunks of users (keyset pagination on users.id), and applies the
-// difference. Every chunk runs on the apply loop's goroutine (Loop.Do), so
-// its writes are ordered with streamed changes: a chunk read before a
+// difference. Every chunk runs as an apply loop job (Loop.Do: on the
+// goroutine running the loop, with its stages idle), so its writes are
+// ordered with streamed changes: a chunk read before a
 // streamed change is written before that change's recomputation, never after
-// it (BRIEF invariant 4). Memory is bounded by the chunk size.
+// it (docs/design.md, invariant 4). Memory is bounded by the chunk size.
 package reconcile
 
 import (
@@ -15,7 +16,6 @@ import (
 	"strconv"
 	"time"
 
-	"dialsync/change"
 	"dialsync/handlers"
 	"dialsync/internal/apply"
 	"dialsync/internal/queue"
@@ -41,7 +41,7 @@ type Queue interface {
 // Loop is the apply loop (ordering and retries).
 type Loop interface {
 	Do(ctx context.Context, fn func(context.Context) error) error
-	Retry(ctx context.Context, op string, fn func() error) error
+	Retry(ctx context.Context, stage apply.Stage, op string, fn func() error) error
 }
 
 // Reconciler runs reconciles. All fields are required except Log.
@@ -104,7 +104,7 @@ type run struct {
 	r       *Reconciler
 	o       Options
 	s       Summary
-	src     string
+	notices handlers.Notices
 	txnID   string
 	changed bool // a chunk changed the queue: the queue-wide keys are stale
 }
@@ -113,7 +113,7 @@ func (r *Reconciler) start(o Options) *run {
 	if o.SampleSize <= 0 {
 		o.SampleSize = 20
 	}
-	x := &run{r: r, o: o, src: "dialsync/" + r.Pipeline}
+	x := &run{r: r, o: o, notices: handlers.NewNotices(r.Pipeline, r.SubjectPrefix)}
 	x.s = Summary{Started: time.Now(), collectIDs: o.DryRun || o.CollectIDs}
 	x.s.RunID = strconv.FormatInt(x.s.Started.UnixNano(), 36)
 	x.txnID = "reconcile-" + x.s.RunID
@@ -139,7 +139,7 @@ func (r *Reconciler) Run(ctx context.Context, o Options) (Summary, error) {
 			var rows []queue.Row
 			var last uint64
 			t0 := time.Now()
-			if err := r.Loop.Retry(ctx, "reconcile: evaluate rule", func() (err error) {
+			if err := r.Loop.Retry(ctx, apply.StageLookup, "reconcile: evaluate rule", func() (err error) {
 				rows, last, done, err = r.Lookup.QueueRowsRange(ctx, after, chunk)
 				return err
 			}); err != nil {
@@ -195,7 +195,7 @@ func (r *Reconciler) RunUsers(ctx context.Context, users []uint64, o Options) (S
 		err := r.Loop.Do(ctx, func(ctx context.Context) error {
 			var rows []queue.Row
 			t0 := time.Now()
-			if err := r.Loop.Retry(ctx, "reconcile: evaluate rule", func() (err error) {
+			if err := r.Loop.Retry(ctx, apply.StageLookup, "reconcile: evaluate rule", func() (err error) {
 				rows, err = r.Lookup.QueueRows(ctx, batch)
 				return err
 			}); err != nil {
@@ -229,7 +229,7 @@ func (x *run) chunk(ctx context.Context, rows []queue.Row, from, to uint64, user
 	var changes []queue.Change
 	t0 := time.Now()
 	if x.o.DryRun {
-		if err := r.Loop.Retry(ctx, "reconcile: diff", func() (err error) {
+		if err := r.Loop.Retry(ctx, apply.StageOther, "reconcile: diff", func() (err error) {
 			changes, err = r.Queue.Diff(ctx, rows, from, to)
 			return err
 		}); err != nil {
@@ -248,15 +248,9 @@ func (x *run) chunk(ctx context.Context, rows []queue.Row, from, to uint64, user
 		return nil
 	}
 	var msgs []notice.Message
-	build := func(chs []queue.Change) []notice.Message {
-		changes = chs
-		out := make([]notice.Message, 0, len(chs))
-		for _, ch := range chs {
-			out = append(out, apply.QueueNotice(x.src, r.SubjectPrefix, x.txnID, "", change.Position{}, x.s.Started, ch))
-		}
-		return out
-	}
-	if err := r.Loop.Retry(ctx, "reconcile: write queue", func() (err error) {
+	origin := handlers.Origin{Txn: x.txnID, At: x.s.Started}
+	build := x.notices.QueueBuilder(func(uint64) handlers.Origin { return origin }, &changes)
+	if err := r.Loop.Retry(ctx, apply.StagePostgres, "reconcile: write queue", func() (err error) {
 		if users != nil {
 			msgs, err = r.Queue.Apply(ctx, users, rows, nil, build)
 		} else {
@@ -278,13 +272,13 @@ func (x *run) chunk(ctx context.Context, rows []queue.Row, from, to uint64, user
 	for _, ch := range changes {
 		keys = r.Keys.AppendUser(keys, ch.Row.UserID)
 	}
-	if err := r.Loop.Retry(ctx, "reconcile: delete cache keys", func() error { return r.Cache.Del(ctx, keys) }); err != nil {
+	if err := r.Loop.Retry(ctx, apply.StageRedis, "reconcile: delete cache keys", func() error { return r.Cache.Del(ctx, keys) }); err != nil {
 		return err
 	}
-	if err := r.Loop.Retry(ctx, "reconcile: publish", func() error { return r.Publisher.Publish(ctx, msgs) }); err != nil {
+	if err := r.Loop.Retry(ctx, apply.StageNATS, "reconcile: publish", func() error { return r.Publisher.Publish(ctx, msgs) }); err != nil {
 		return err
 	}
-	return r.Loop.Retry(ctx, "reconcile: clear outbox", func() error { return r.Queue.ClearOutbox(ctx) })
+	return r.Loop.Retry(ctx, apply.StagePostgres, "reconcile: clear outbox", func() error { return r.Queue.ClearOutbox(ctx) })
 }
 
 // finish refreshes the queue-wide keys, publishes the summary notice and
@@ -299,12 +293,14 @@ func (x *run) finish(ctx context.Context) (Summary, error) {
 	// built from the whole queue are stale.
 	if x.changed {
 		if err := r.Loop.Do(ctx, func(ctx context.Context) error {
-			return r.Loop.Retry(ctx, "reconcile: delete queue keys", func() error { return r.Cache.Del(ctx, r.Keys.Queue()) })
+			// Counted in stage postgres (the queue's), as the retry metrics
+			// always did, though the server is Redis.
+			return r.Loop.Retry(ctx, apply.StagePostgres, "reconcile: delete queue keys", func() error { return r.Cache.Del(ctx, r.Keys.Queue()) })
 		}); err != nil {
 			return *s, err
 		}
 	}
-	msg, err := notice.NewReconcileCompleted(x.src, r.SubjectPrefix, time.Now(), notice.ReconcileCompleted{
+	msg, err := x.notices.ReconcileCompleted(time.Now(), notice.ReconcileCompleted{
 		RunID: s.RunID, Reason: o.Trigger, StartedAt: s.Started.UTC(), FinishedAt: time.Now().UTC(),
 		Users: s.Users, Queued: s.Queued, Entered: s.Entered, Left: s.Left, Updated: s.Changed,
 		Source: notice.SourcePosition{Txn: x.txnID},
@@ -313,7 +309,7 @@ func (x *run) finish(ctx context.Context) (Summary, error) {
 		return *s, fmt.Errorf("reconcile: encode summary: %w", err)
 	}
 	if err := r.Loop.Do(ctx, func(ctx context.Context) error {
-		return r.Loop.Retry(ctx, "reconcile: publish summary", func() error { return r.Publisher.Publish(ctx, []notice.Message{msg}) })
+		return r.Loop.Retry(ctx, apply.StageNATS, "reconcile: publish summary", func() error { return r.Publisher.Publish(ctx, []notice.Message{msg}) })
 	}); err != nil {
 		return *s, err
 	}
@@ -387,7 +383,7 @@ type Direct struct {
 func (d Direct) Do(ctx context.Context, fn func(context.Context) error) error { return fn(ctx) }
 
 // Retry runs fn up to Attempts times.
-func (d Direct) Retry(ctx context.Context, op string, fn func() error) error {
+func (d Direct) Retry(ctx context.Context, _ apply.Stage, op string, fn func() error) error {
 	attempts, backoff := d.Attempts, d.Backoff
 	if attempts <= 0 {
 		attempts = 3

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"dialsync/handlers"
+	"dialsync/internal/apply"
 	"dialsync/internal/queue"
 	"dialsync/notice"
 )
@@ -238,7 +239,7 @@ func TestRunUsersChunks(t *testing.T) {
 func TestDirectRetryGivesUp(t *testing.T) {
 	calls := 0
 	boom := errors.New("boom")
-	err := Direct{Attempts: 3, Backoff: time.Millisecond}.Retry(context.Background(), "op", func() error {
+	err := Direct{Attempts: 3, Backoff: time.Millisecond}.Retry(context.Background(), apply.StageOther, "op", func() error {
 		calls++
 		return boom
 	})
@@ -246,7 +247,7 @@ func TestDirectRetryGivesUp(t *testing.T) {
 		t.Fatalf("calls %d, err %v", calls, err)
 	}
 	calls = 0
-	err = Direct{}.Retry(context.Background(), "op", func() error {
+	err = Direct{}.Retry(context.Background(), apply.StageOther, "op", func() error {
 		calls++
 		if calls < 2 {
 			return boom
@@ -255,5 +256,48 @@ func TestDirectRetryGivesUp(t *testing.T) {
 	})
 	if err != nil || calls != 2 {
 		t.Fatalf("calls %d, err %v", calls, err)
+	}
+}
+
+// stageLoop is Direct, recording the stage every retried operation is
+// reported under.
+type stageLoop struct {
+	Direct
+	stages map[string]apply.Stage
+}
+
+func (l *stageLoop) Retry(ctx context.Context, stage apply.Stage, op string, fn func() error) error {
+	l.stages[op] = stage
+	return l.Direct.Retry(ctx, stage, op, fn)
+}
+
+// Every reconcile operation reports the stage (hence the metric labels)
+// the retry metrics always gave it.
+func TestRetryStages(t *testing.T) {
+	want := map[string]apply.Stage{
+		"reconcile: evaluate rule":     apply.StageLookup,
+		"reconcile: diff":              apply.StageOther,
+		"reconcile: write queue":       apply.StagePostgres,
+		"reconcile: delete cache keys": apply.StageRedis,
+		"reconcile: publish":           apply.StageNATS,
+		"reconcile: clear outbox":      apply.StagePostgres,
+		"reconcile: delete queue keys": apply.StagePostgres,
+		"reconcile: publish summary":   apply.StageNATS,
+	}
+	loop := &stageLoop{stages: map[string]apply.Stage{}}
+	for _, dry := range []bool{false, true} {
+		r, _, _, _ := world(t)
+		r.Loop = loop
+		if _, err := r.Run(context.Background(), Options{DryRun: dry}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(loop.stages) != len(want) {
+		t.Errorf("operations %v, want %v", loop.stages, want)
+	}
+	for op, s := range want {
+		if got, ok := loop.stages[op]; !ok || got != s {
+			t.Errorf("%s: stage %v (seen %v), want %v", op, got, ok, s)
+		}
 	}
 }
