@@ -1,8 +1,11 @@
 // Package checkpoint stores each pipeline's binlog position in PostgreSQL
 // and elects the one instance allowed to move it.
 //
-// Tables (created by dialsync/internal/pgstore's migrations, which must have
-// run): checkpoints, checkpoint_history and leases in the configured schema.
+// Tables: checkpoints, checkpoint_history, claim_owners, user_pointers,
+// leases and lease_heartbeats in the configured schema, created by this
+// package's own migrations (Migrations), which must have run. The queue mark
+// beside them belongs to the queue store: moving the checkpoint drops it
+// through the hook given to Store.SetOnMove, in the same transaction.
 //
 // Fencing. An instance becomes leader by taking a session advisory lock
 // (AcquireLease) and then incrementing the pipeline's epoch in leases; it
@@ -80,7 +83,10 @@ type Store struct {
 	epoch      atomic.Int64
 	serverUUID atomic.Pointer[string]
 
-	checkpoints, history, leases, owners, pointers, marks string // quoted table names
+	checkpoints, history, leases, owners, pointers string // quoted table names
+
+	// onMove runs in the transaction of every operator move (SetOnMove).
+	onMove func(context.Context, pgx.Tx) error
 }
 
 // NewStore returns the checkpoint store of pipeline in schema. Its epoch is
@@ -95,12 +101,21 @@ func NewStore(pool *pgxpool.Pool, schema, pipeline string) *Store {
 		leases:      pgx.Identifier{schema, "leases"}.Sanitize(),
 		owners:      pgx.Identifier{schema, "claim_owners"}.Sanitize(),
 		pointers:    pgx.Identifier{schema, "user_pointers"}.Sanitize(),
-		marks:       pgx.Identifier{schema, "queue_marks"}.Sanitize(),
 	}
 	empty := ""
 	s.serverUUID.Store(&empty)
 	return s
 }
+
+// SetOnMove sets fn to run inside the transaction of every operator move
+// of the checkpoint (Set, Reset, Rollback), after the stored maps are
+// dropped and before the history entry is written; an error from fn rolls
+// the whole move back. dialsync passes the queue store's DropMark: the queue
+// mark belongs to the old position, and an operator who moves the checkpoint
+// back wants those transactions applied again, queue rows included
+// (internal/apply, Loop.SetMark). Nil (the default) runs nothing. Call
+// before use.
+func (s *Store) SetOnMove(fn func(ctx context.Context, tx pgx.Tx) error) { s.onMove = fn }
 
 // SetEpoch sets the leadership term this process holds (Lease.Epoch).
 func (s *Store) SetEpoch(epoch int64) { s.epoch.Store(epoch) }
@@ -336,12 +351,17 @@ func (s *Store) change(ctx context.Context, pos *change.Position, actor, reason 
 			}
 		}
 		// The stored maps belong to the old position; drop them so the next
-		// run rebuilds them from the lookup server. The queue mark goes too:
-		// an operator who moves the checkpoint back wants those
-		// transactions applied again, queue rows included
-		// (internal/apply, Loop.SetMark).
-		for _, tbl := range []string{s.owners, s.pointers, s.marks} {
+		// run rebuilds them from the lookup server. The queue mark goes too,
+		// through its owner (SetOnMove): an operator who moves the
+		// checkpoint back wants those transactions applied again, queue
+		// rows included (internal/apply, Loop.SetMark).
+		for _, tbl := range []string{s.owners, s.pointers} {
 			if _, err := tx.Exec(ctx, `DELETE FROM `+tbl+` WHERE pipeline = $1`, s.pipeline); err != nil {
+				return fmt.Errorf("drop stored maps and queue mark: %w", err)
+			}
+		}
+		if s.onMove != nil {
+			if err := s.onMove(ctx, tx); err != nil {
 				return fmt.Errorf("drop stored maps and queue mark: %w", err)
 			}
 		}
@@ -401,6 +421,22 @@ func position(gtid, file *string, pos *int64) change.Position {
 		p.Pos = uint32(*pos)
 	}
 	return p
+}
+
+// PruneHistory deletes, inside tx, this pipeline's checkpoint history
+// entries recorded more than olderThan ago, and returns how many
+// (housekeeping; the queue store's Prune runs it in the transaction that
+// prunes its dead letters).
+func (s *Store) PruneHistory(ctx context.Context, tx pgx.Tx, olderThan time.Duration) (int64, error) {
+	if olderThan < 0 {
+		return 0, fmt.Errorf("prune checkpoint history: negative age %s", olderThan)
+	}
+	tag, err := tx.Exec(ctx, `DELETE FROM `+s.history+` WHERE pipeline = $1 AND at < now() - make_interval(secs => $2)`,
+		s.pipeline, olderThan.Seconds())
+	if err != nil {
+		return 0, fmt.Errorf("checkpoint history: %w", err)
+	}
+	return tag.RowsAffected(), nil
 }
 
 // Rollback sets the checkpoint to the NEW value recorded in history entry

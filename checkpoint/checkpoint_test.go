@@ -8,13 +8,22 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"dialsync/change"
+	"dialsync/internal/migrate"
 	"dialsync/internal/pgstore"
+)
+
+// testSchema is dialsync's whole schema, this package's tables and the queue
+// store's. dialsync/internal/dbschema holds the same list, but it imports
+// this package, so the test names the owners itself.
+var testSchema = migrate.MustNew(
+	migrate.Source{Owner: "checkpoint", FS: Migrations()},
+	migrate.Source{Owner: "pgstore", FS: pgstore.Migrations()},
 )
 
 func migrated(t testing.TB) (*pgxpool.Pool, string) {
 	t.Helper()
 	pool, connString := newDB(t)
-	if err := pgstore.Migrate(context.Background(), pool, "dialsync"); err != nil {
+	if err := testSchema.Migrate(context.Background(), pool, "dialsync"); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
 	return pool, connString
@@ -136,6 +145,7 @@ func TestOwnersSavedWithCheckpoint(t *testing.T) {
 	pool, _ := migrated(t)
 	ctx := context.Background()
 	s := NewStore(pool, "dialsync", "main")
+	s.SetOnMove(pgstore.NewQueue(pool, "dialsync", "main").DropMark)
 	if err := s.Save(ctx, change.Position{File: "b.000001", Pos: 10}, map[uint64]uint64{1: 100, 2: 200}, nil); err != nil {
 		t.Fatal(err)
 	}

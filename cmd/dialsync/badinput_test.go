@@ -21,9 +21,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"dialsync/internal/dbschema"
 	"dialsync/internal/dev/demo"
 	"dialsync/internal/dev/testenv"
-	"dialsync/internal/pgstore"
 )
 
 // The bad-input table: every way an operator can get the set-up wrong, run
@@ -170,7 +170,7 @@ func (e *badEnv) setCheckpoint(gtid, file string, pos int64) {
 	e.t.Helper()
 	ctx := context.Background()
 	p := e.pool()
-	if err := pgstore.Migrate(ctx, p, "dialsync"); err != nil {
+	if err := dbschema.Migrate(ctx, p, "dialsync"); err != nil {
 		e.t.Fatal(err)
 	}
 	if _, err := p.Exec(ctx, `INSERT INTO dialsync.checkpoints (pipeline, gtid_set, file, pos) VALUES ($1, $2, $3, $4)`,
@@ -462,7 +462,7 @@ var badCases = []badCase{
 	{name: "postgres schema from a newer version", setup: func(e *badEnv) {
 		ctx := context.Background()
 		p := e.pool()
-		if err := pgstore.Migrate(ctx, p, "dialsync"); err != nil {
+		if err := dbschema.Migrate(ctx, p, "dialsync"); err != nil {
 			e.t.Fatal(err)
 		}
 		if _, err := p.Exec(ctx, `INSERT INTO dialsync.schema_migrations (version, name) VALUES (999, 'future')`); err != nil {

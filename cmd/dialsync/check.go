@@ -21,7 +21,7 @@ import (
 	"dialsync/handlers"
 	"dialsync/internal/cache"
 	"dialsync/internal/config"
-	"dialsync/internal/pgstore"
+	"dialsync/internal/dbschema"
 	"dialsync/internal/preflight"
 )
 
@@ -201,7 +201,7 @@ func loadCheckpointForCheck(ctx context.Context, pool *pgxpool.Pool, cfg *config
 	if pg.Status == preflight.Fail {
 		return nil, errors.New("PostgreSQL is not usable (see the postgres check)")
 	}
-	v, err := pgstore.Version(ctx, pool, cfg.Postgres.Schema)
+	v, err := dbschema.Version(ctx, pool, cfg.Postgres.Schema)
 	if err != nil || v == 0 {
 		return nil, err
 	}

@@ -21,6 +21,7 @@ import (
 	"dialsync/internal/apply"
 	"dialsync/internal/cache"
 	"dialsync/internal/config"
+	"dialsync/internal/dbschema"
 	"dialsync/internal/lookup"
 	"dialsync/internal/pgstore"
 	"dialsync/internal/publish"
@@ -171,13 +172,14 @@ func openEnv(ctx context.Context, cfg *config.Config, log *slog.Logger) (*env, e
 		e.Close()
 		return nil, fmt.Errorf("postgres at %s:%d: %w: check postgres.dsn and that the server is up", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, redactErr(err, cfg))
 	}
-	if err := pgstore.Migrate(ctx, e.pool, cfg.Postgres.Schema); err != nil {
+	if err := dbschema.Migrate(ctx, e.pool, cfg.Postgres.Schema); err != nil {
 		e.Close()
 		return nil, fmt.Errorf("postgres: migrate schema %s: %w", cfg.Postgres.Schema, err)
 	}
 	e.ckpt = checkpoint.NewStore(e.pool, cfg.Postgres.Schema, cfg.Pipeline.Name)
 	e.queue = pgstore.NewQueue(e.pool, cfg.Postgres.Schema, cfg.Pipeline.Name)
 	e.queue.SetFence(e.ckpt)
+	e.ckpt.SetOnMove(e.queue.DropMark)
 	return e, nil
 }
 

@@ -287,7 +287,7 @@ func runReconcile(ctx context.Context, rec *reconcile.Reconciler, mon *monitor, 
 
 // housekeep prunes old checkpoint history and dead letters.
 func housekeep(ctx context.Context, e *env, log *slog.Logger) {
-	h, d, err := e.queue.Prune(ctx, e.cfg.Housekeeping.Retain.Duration())
+	h, d, err := e.queue.Prune(ctx, e.cfg.Housekeeping.Retain.Duration(), e.ckpt.PruneHistory)
 	if err != nil {
 		log.Warn("housekeeping failed; will retry", "err", err)
 		return

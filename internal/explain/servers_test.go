@@ -16,10 +16,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
+	"dialsync/internal/dbschema"
 	"dialsync/internal/dev/demo"
 	"dialsync/internal/dev/testenv"
 	"dialsync/internal/lookup"
-	"dialsync/internal/pgstore"
 	"dialsync/notice"
 )
 
@@ -192,7 +192,7 @@ func TestPGQueueRow(t *testing.T) {
 	if _, err := q.QueueRow(ctx, 1); err == nil || !strings.Contains(err.Error(), "does not exist") {
 		t.Fatalf("unmigrated schema: %v", err)
 	}
-	if err := pgstore.Migrate(ctx, pool, "ds_explain"); err != nil {
+	if err := dbschema.Migrate(ctx, pool, "ds_explain"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := pool.Exec(ctx, `INSERT INTO ds_explain.call_queue VALUES (5, 2, 3, '2024-01-02T03:04:05.123456Z', now(), now())`); err != nil {

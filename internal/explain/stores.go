@@ -4,21 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
+	"dialsync/internal/pgstore"
 	"dialsync/notice"
 )
 
-// PGQueue reads call_queue rows from the dialler's PostgreSQL.
+// PGQueue reads call_queue rows from the dialler's PostgreSQL, through the
+// queue store that owns the table (pgstore.ReadQueueRow).
 type PGQueue struct {
 	Pool   *pgxpool.Pool
 	Schema string
@@ -27,35 +27,20 @@ type PGQueue struct {
 // QueueRow returns the user's stored row, or nil. It never writes (no
 // migration either): a schema without call_queue is reported as such.
 func (q PGQueue) QueueRow(ctx context.Context, user uint64) (*Row, error) {
-	if user > math.MaxInt64 {
-		return nil, nil // call_queue.user_id is bigint: no such row can exist
-	}
-	table := pgx.Identifier{q.Schema, "call_queue"}.Sanitize()
-	var r Row
-	var oc, pr int32
-	var oldest, entered, updated pgtype.Timestamptz
-	err := q.Pool.QueryRow(ctx, `SELECT open_claims, pending_requirements, oldest_pending_at, entered_at, updated_at
-		FROM `+table+` WHERE user_id = $1`, int64(user)).Scan(&oc, &pr, &oldest, &entered, &updated)
+	stored, found, err := pgstore.ReadQueueRow(ctx, q.Pool, q.Schema, user)
 	var pgErr *pgconn.PgError
 	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return nil, nil
 	case errors.As(err, &pgErr) && pgErr.Code == "42P01": // undefined_table
-		return nil, fmt.Errorf("read call_queue: %s does not exist (has dialsync run against this database and schema?)", table)
+		return nil, fmt.Errorf("read call_queue: %s does not exist (has dialsync run against this database and schema?)",
+			pgx.Identifier{q.Schema, "call_queue"}.Sanitize())
 	case err != nil:
-		return nil, fmt.Errorf("read call_queue: %w", err)
+		return nil, err
+	case !found:
+		return nil, nil
 	}
-	r.OpenClaims, r.PendingRequirements = int64(oc), int64(pr)
-	r.OldestPendingAt, r.EnteredAt, r.UpdatedAt = tsPtr(oldest), tsPtr(entered), tsPtr(updated)
-	return &r, nil
-}
-
-func tsPtr(ts pgtype.Timestamptz) *time.Time {
-	if !ts.Valid {
-		return nil
-	}
-	t := ts.Time.UTC()
-	return &t
+	entered, updated := stored.EnteredAt, stored.UpdatedAt
+	return &Row{OpenClaims: stored.OpenClaims, PendingRequirements: stored.PendingRequirements,
+		OldestPendingAt: stored.OldestPendingAt, EnteredAt: &entered, UpdatedAt: &updated}, nil
 }
 
 // RedisKeys checks keys with one EXISTS per key in one pipeline (single-key

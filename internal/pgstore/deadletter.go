@@ -100,21 +100,29 @@ func (q *Queue) MarkRetried(ctx context.Context, id int64) error {
 	return nil
 }
 
-// Prune deletes this pipeline's checkpoint history entries and dead letters
-// recorded more than olderThan ago (housekeeping), in one transaction, and
-// returns how many of each it deleted.
-func (q *Queue) Prune(ctx context.Context, olderThan time.Duration) (history, deadLetters int64, err error) {
+// HistoryPruner deletes rows of another owner inside Prune's transaction and
+// returns how many: checkpoint.Store.PruneHistory, for the checkpoint
+// history.
+type HistoryPruner func(ctx context.Context, tx pgx.Tx, olderThan time.Duration) (int64, error)
+
+// Prune deletes this pipeline's checkpoint history entries (through
+// history, their owner's method; nil skips them) and dead letters recorded
+// more than olderThan ago (housekeeping), in one transaction, and returns
+// how many of each it deleted.
+func (q *Queue) Prune(ctx context.Context, olderThan time.Duration, history HistoryPruner) (historyPruned, deadLetters int64, err error) {
 	if olderThan < 0 {
 		return 0, 0, fmt.Errorf("prune: negative age %s", olderThan)
 	}
 	secs := olderThan.Seconds()
 	err = pgx.BeginFunc(ctx, q.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `DELETE FROM `+q.history+` WHERE pipeline = $1 AND at < now() - make_interval(secs => $2)`, q.pipeline, secs)
-		if err != nil {
-			return fmt.Errorf("checkpoint history: %w", err)
+		if history != nil {
+			n, err := history(ctx, tx, olderThan)
+			if err != nil {
+				return err
+			}
+			historyPruned = n
 		}
-		history = tag.RowsAffected()
-		tag, err = tx.Exec(ctx, `DELETE FROM `+q.deadLetters+` WHERE pipeline = $1 AND at < now() - make_interval(secs => $2)`, q.pipeline, secs)
+		tag, err := tx.Exec(ctx, `DELETE FROM `+q.deadLetters+` WHERE pipeline = $1 AND at < now() - make_interval(secs => $2)`, q.pipeline, secs)
 		if err != nil {
 			return fmt.Errorf("dead letters: %w", err)
 		}
@@ -124,5 +132,5 @@ func (q *Queue) Prune(ctx context.Context, olderThan time.Duration) (history, de
 	if err != nil {
 		return 0, 0, fmt.Errorf("prune older than %s: %w", olderThan, err)
 	}
-	return history, deadLetters, nil
+	return historyPruned, deadLetters, nil
 }

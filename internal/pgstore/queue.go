@@ -26,7 +26,7 @@ type Queue struct {
 	pool     *pgxpool.Pool
 	pipeline string
 
-	callQueue, outbox, deadLetters, history, marks string // quoted table names
+	callQueue, outbox, deadLetters, marks string // quoted table names
 
 	fence Fence
 }
@@ -46,8 +46,8 @@ type Fence interface {
 // a pause cannot write them over the new leader's. Call before use.
 func (q *Queue) SetFence(f Fence) { q.fence = f }
 
-// NewQueue returns the store for pipeline's state in schema. Migrate must
-// have run.
+// NewQueue returns the store for pipeline's state in schema. The migrations
+// (Migrations, through dialsync/internal/dbschema) must have run.
 func NewQueue(pool *pgxpool.Pool, schema, pipeline string) *Queue {
 	return &Queue{
 		pool:        pool,
@@ -55,7 +55,6 @@ func NewQueue(pool *pgxpool.Pool, schema, pipeline string) *Queue {
 		callQueue:   pgx.Identifier{schema, "call_queue"}.Sanitize(),
 		outbox:      pgx.Identifier{schema, "outbox"}.Sanitize(),
 		deadLetters: pgx.Identifier{schema, "dead_letters"}.Sanitize(),
-		history:     pgx.Identifier{schema, "checkpoint_history"}.Sanitize(),
 		marks:       pgx.Identifier{schema, "queue_marks"}.Sanitize(),
 	}
 }
@@ -345,7 +344,7 @@ func (q *Queue) inTx(ctx context.Context, first func(*pgx.Batch), read func(pgx.
 
 // Mark returns the stored queue mark; ok is false when there is none (a new
 // pipeline, or after a command moved the checkpoint: checkpoint.Store
-// drops the mark then).
+// drops the mark then, through DropMark).
 func (q *Queue) Mark(ctx context.Context) (m queue.Mark, ok bool, err error) {
 	var pos int64
 	err = q.pool.QueryRow(ctx, `SELECT file, pos, gtid_set, partial_txn, piece FROM `+q.marks+` WHERE pipeline = $1`,
@@ -358,6 +357,18 @@ func (q *Queue) Mark(ctx context.Context) (m queue.Mark, ok bool, err error) {
 	}
 	m.Pos = uint32(pos)
 	return m, true, nil
+}
+
+// DropMark deletes this pipeline's queue mark inside tx, so the next run
+// applies every transaction after the checkpoint again, queue rows
+// included. checkpoint.Store runs it in the transaction that moves the
+// checkpoint (give it to Store.SetOnMove): the mark belongs to the old
+// position and must not outlive it.
+func (q *Queue) DropMark(ctx context.Context, tx pgx.Tx) error {
+	if _, err := tx.Exec(ctx, `DELETE FROM `+q.marks+` WHERE pipeline = $1`, q.pipeline); err != nil {
+		return fmt.Errorf("drop queue mark: %w", err)
+	}
+	return nil
 }
 
 // queueOutbox queues the insert of msgs into the outbox.

@@ -12,14 +12,24 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"dialsync/checkpoint"
+	"dialsync/internal/migrate"
 	"dialsync/internal/queue"
 	"dialsync/notice"
+)
+
+// testSchema is dialsync's whole schema, the checkpoint package's tables and
+// this package's. dialsync/internal/dbschema holds the same list, but it
+// imports this package, so the test names the owners itself.
+var testSchema = migrate.MustNew(
+	migrate.Source{Owner: "checkpoint", FS: checkpoint.Migrations()},
+	migrate.Source{Owner: "pgstore", FS: Migrations()},
 )
 
 func newQueue(t testing.TB) (*Queue, *pgxpool.Pool) {
 	t.Helper()
 	pool, _ := newDB(t)
-	if err := Migrate(context.Background(), pool, "dialsync"); err != nil {
+	if err := testSchema.Migrate(context.Background(), pool, "dialsync"); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
 	return NewQueue(pool, "dialsync", "main"), pool
@@ -331,7 +341,7 @@ func TestDeadLettersAndPrune(t *testing.T) {
 		('main', now() - interval '3 days', 'x'), ('main', now(), 'x'), ('other', now() - interval '3 days', 'x')`); err != nil {
 		t.Fatal(err)
 	}
-	h, d, err := q.Prune(ctx, 24*time.Hour)
+	h, d, err := q.Prune(ctx, 24*time.Hour, checkpoint.NewStore(pool, "dialsync", "main").PruneHistory)
 	if err != nil {
 		t.Fatal(err)
 	}

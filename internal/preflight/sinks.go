@@ -9,7 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"dialsync/internal/pgstore"
+	"dialsync/internal/dbschema"
 	"dialsync/internal/publish"
 )
 
@@ -23,11 +23,11 @@ func CheckPostgres(ctx context.Context, pool *pgxpool.Pool, schema, where string
 		return fail(name, "check postgres.dsn (DIALSYNC_POSTGRES_DSN) and that the server is up",
 			"cannot connect to %s: %v", where, err)
 	}
-	v, err := pgstore.Version(ctx, pool, schema)
+	v, err := dbschema.Version(ctx, pool, schema)
 	if err != nil {
 		return fail(name, "check that the postgres.dsn user may read schema "+schema, "%s: %v", where, err)
 	}
-	latest := pgstore.LatestVersion()
+	latest := dbschema.LatestVersion()
 	switch {
 	case v == latest:
 		return ok(name, "%s, schema %s at version %d", where, schema, v)

@@ -1,4 +1,4 @@
-package pgstore
+package dbschema
 
 import (
 	"context"
@@ -6,8 +6,15 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"testing/fstest"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"dialsync/internal/dev/testenv"
+	"dialsync/internal/pgstore"
 )
+
+// newDB is a fresh database for the test (testenv.PostgresPool).
+func newDB(t testing.TB) (*pgxpool.Pool, string) { return testenv.PostgresPool(t) }
 
 func TestMigrateTwiceIsIdempotent(t *testing.T) {
 	t.Parallel()
@@ -29,7 +36,8 @@ func TestMigrateTwiceIsIdempotent(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM dialsync.schema_migrations`).Scan(&n); err != nil || n != LatestVersion() {
 		t.Fatalf("schema_migrations rows = %d, %v; want %d", n, err, LatestVersion())
 	}
-	for _, tbl := range []string{"checkpoints", "checkpoint_history", "leases", "call_queue", "outbox", "dead_letters"} {
+	for _, tbl := range []string{"checkpoints", "checkpoint_history", "leases", "call_queue", "outbox", "dead_letters",
+		"claim_owners", "user_pointers", "lease_heartbeats", "queue_marks"} {
 		var ok bool
 		if err := pool.QueryRow(ctx, `SELECT to_regclass('dialsync.' || $1) IS NOT NULL`, tbl).Scan(&ok); err != nil || !ok {
 			t.Errorf("table dialsync.%s missing (%v)", tbl, err)
@@ -76,7 +84,7 @@ func TestMigrateQuotedSchema(t *testing.T) {
 	if v, err := Version(ctx, pool, schema); err != nil || v != LatestVersion() {
 		t.Fatalf("Version = %d, %v", v, err)
 	}
-	q := NewQueue(pool, schema, "main")
+	q := pgstore.NewQueue(pool, schema, "main")
 	if _, err := q.Apply(ctx, []uint64{1}, nil, nil, nil); err != nil {
 		t.Fatalf("Apply on quoted schema: %v", err)
 	}
@@ -102,27 +110,5 @@ func TestSchemaTooNew(t *testing.T) {
 	}
 	if err := CheckVersion(ctx, pool, "dialsync"); !errors.Is(err, ErrSchemaTooNew) {
 		t.Errorf("CheckVersion: %v; want ErrSchemaTooNew", err)
-	}
-}
-
-func TestLoadMigrationsRejectsGaps(t *testing.T) {
-	t.Parallel()
-	fsys := fstest.MapFS{
-		"migrations/0001_a.sql": {Data: []byte("SELECT 1")},
-		"migrations/0003_c.sql": {Data: []byte("SELECT 1")},
-	}
-	if _, err := loadMigrations(fsys); err == nil {
-		t.Fatal("loadMigrations accepted a gap in versions")
-	}
-	fsys = fstest.MapFS{"migrations/first.sql": {Data: []byte("SELECT 1")}}
-	if _, err := loadMigrations(fsys); err == nil {
-		t.Fatal("loadMigrations accepted a file without a version")
-	}
-	ms, err := loadMigrations(fstest.MapFS{
-		"migrations/0002_b.sql": {Data: []byte("B")},
-		"migrations/0001_a.sql": {Data: []byte("A")},
-	})
-	if err != nil || len(ms) != 2 || ms[0].sql != "A" || ms[1].version != 2 {
-		t.Fatalf("loadMigrations = %+v, %v", ms, err)
 	}
 }
