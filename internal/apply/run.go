@@ -246,9 +246,7 @@ func (l *Loop) flushOutbox(ctx context.Context) error {
 		return nil
 	}
 	l.log.Info("publishing queue notices left in the outbox by a previous run", "count", len(msgs))
-	// Counted in the outbox's stage, postgres, as the retry metrics always
-	// did, though the server is NATS.
-	if err := l.retry(ctx, StagePostgres, "publish outbox", func() error { return l.deps.Publisher.Publish(ctx, msgs) }); err != nil {
+	if err := l.retry(ctx, StageNATS, "publish outbox", func() error { return l.deps.Publisher.Publish(ctx, msgs) }); err != nil {
 		return err
 	}
 	return l.retry(ctx, StagePostgres, "clear outbox", func() error { return l.deps.Queue.ClearOutbox(ctx) })

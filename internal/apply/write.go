@@ -12,10 +12,9 @@ import (
 // writeQueue is stage 2: dead letters, then the queue rows in PostgreSQL.
 func (l *Loop) writeQueue(work, stop context.Context, w *batchWork) error {
 	st, batch, users, rows := &w.st, w.batch, w.recompute, w.rows
-	// Dead letters are durable before anything moves past them. (Their
-	// retries are labelled StageOther, as they always were.)
+	// Dead letters are durable before anything moves past them.
 	for _, d := range st.DeadLetters {
-		if err := l.retry(stop, StageOther, "record dead letter", func() error { return l.deps.DeadLetters.AddDeadLetter(work, d) }); err != nil {
+		if err := l.retry(stop, StagePostgres, "record dead letter", func() error { return l.deps.DeadLetters.AddDeadLetter(work, d) }); err != nil {
 			return err
 		}
 	}

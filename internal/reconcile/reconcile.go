@@ -229,7 +229,7 @@ func (x *run) chunk(ctx context.Context, rows []queue.Row, from, to uint64, user
 	var changes []queue.Change
 	t0 := time.Now()
 	if x.o.DryRun {
-		if err := r.Loop.Retry(ctx, apply.StageOther, "reconcile: diff", func() (err error) {
+		if err := r.Loop.Retry(ctx, apply.StagePostgres, "reconcile: diff", func() (err error) {
 			changes, err = r.Queue.Diff(ctx, rows, from, to)
 			return err
 		}); err != nil {
@@ -293,9 +293,7 @@ func (x *run) finish(ctx context.Context) (Summary, error) {
 	// built from the whole queue are stale.
 	if x.changed {
 		if err := r.Loop.Do(ctx, func(ctx context.Context) error {
-			// Counted in stage postgres (the queue's), as the retry metrics
-			// always did, though the server is Redis.
-			return r.Loop.Retry(ctx, apply.StagePostgres, "reconcile: delete queue keys", func() error { return r.Cache.Del(ctx, r.Keys.Queue()) })
+			return r.Loop.Retry(ctx, apply.StageRedis, "reconcile: delete queue keys", func() error { return r.Cache.Del(ctx, r.Keys.Queue()) })
 		}); err != nil {
 			return *s, err
 		}

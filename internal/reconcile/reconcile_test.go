@@ -271,17 +271,17 @@ func (l *stageLoop) Retry(ctx context.Context, stage apply.Stage, op string, fn 
 	return l.Direct.Retry(ctx, stage, op, fn)
 }
 
-// Every reconcile operation reports the stage (hence the metric labels)
-// the retry metrics always gave it.
+// Every reconcile operation reports the stage (hence the metric labels) of
+// the server it talks to.
 func TestRetryStages(t *testing.T) {
 	want := map[string]apply.Stage{
 		"reconcile: evaluate rule":     apply.StageLookup,
-		"reconcile: diff":              apply.StageOther,
+		"reconcile: diff":              apply.StagePostgres,
 		"reconcile: write queue":       apply.StagePostgres,
 		"reconcile: delete cache keys": apply.StageRedis,
 		"reconcile: publish":           apply.StageNATS,
 		"reconcile: clear outbox":      apply.StagePostgres,
-		"reconcile: delete queue keys": apply.StagePostgres,
+		"reconcile: delete queue keys": apply.StageRedis,
 		"reconcile: publish summary":   apply.StageNATS,
 	}
 	loop := &stageLoop{stages: map[string]apply.Stage{}}
