@@ -22,6 +22,7 @@ import (
 	"dialsync/internal/cache"
 	"dialsync/internal/config"
 	"dialsync/internal/dbschema"
+	"dialsync/internal/errclass"
 	"dialsync/internal/lookup"
 	"dialsync/internal/pgstore"
 	"dialsync/internal/publish"
@@ -258,8 +259,13 @@ func (e *env) newLoop(log *slog.Logger, mon *monitor) *apply.Loop {
 		OnRetry:   onRetry,
 		OnSaved:   onSaved,
 		// A fenced checkpoint write means another instance leads now:
-		// retrying cannot help, the deposed process must stop.
-		Fatal: func(err error) bool { return errors.Is(err, checkpoint.ErrFenced) },
+		// retrying cannot help, the deposed process must stop. So must a
+		// permanent server error (a missing privilege, a rule that cannot
+		// run, a value PostgreSQL rejects): see internal/errclass.
+		Fatal: func(err error) bool {
+			permanent, _ := errclass.IsPermanent(err)
+			return permanent || errors.Is(err, checkpoint.ErrFenced)
+		},
 		DeadLetter: func(table string) bool {
 			return e.cfg.Tables.OnErrorFor(table) == config.OnErrorDeadLetter
 		},

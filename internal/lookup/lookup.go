@@ -30,6 +30,7 @@ import (
 	"github.com/go-mysql-org/go-mysql/client"
 	"github.com/go-mysql-org/go-mysql/driver"
 
+	"dialsync/internal/errclass"
 	"dialsync/internal/queue"
 )
 
@@ -225,7 +226,7 @@ func (l *Lookup) validateRule(ctx context.Context) error {
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("rules.queue_sql does not run: %w", flatError{err})
 	}
-	return nil
+	return l.checkRuleTypes(ctx)
 }
 
 // flatError shows an error on one line. A syntax error quotes the statement
@@ -439,7 +440,8 @@ func (l *Lookup) evaluate(ctx context.Context, predicate string, asked func(uint
 		}
 		row, err := parseRow(vals, idx)
 		if err != nil {
-			return nil, fmt.Errorf("rules.queue_sql: %w", err)
+			// The rule's own output: retrying gives the same value again.
+			return nil, errclass.Permanentf("rules.queue_sql returned a value dialsync cannot use: %w: fix the rule's SELECT list (user_id, open_claims and pending_requirements integers, oldest_pending_at a DATETIME/TIMESTAMP or NULL)", err)
 		}
 		if !asked(row.UserID) {
 			return nil, fmt.Errorf("rules.queue_sql returned user %d, which the %s predicate excludes (is {users} applied to every branch?)", row.UserID, UsersToken)

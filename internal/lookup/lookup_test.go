@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -458,6 +459,10 @@ func TestBadQueueSQL(t *testing.T) {
 			[]string{"rules.queue_sql", "unexpected: [email]"}},
 		{"no token", strings.Replace(DefaultQueueSQL, "{users}", "TRUE", 1), []string{"rules.queue_sql", "{users}"}},
 		{"writes", "DELETE FROM users WHERE {users}", []string{"rules.queue_sql", "READ ONLY"}},
+		{"text count", strings.Replace(DefaultQueueSQL, "COUNT(DISTINCT c.id) AS open_claims", "'many' AS open_claims", 1),
+			[]string{"rules.queue_sql returns columns dialsync cannot read", "open_claims is text, want an integer"}},
+		{"numeric time", strings.Replace(DefaultQueueSQL, "MIN(r.created_at) AS oldest_pending_at", "5 AS oldest_pending_at", 1),
+			[]string{"oldest_pending_at is a number"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg.QueueSQL = tc.rule
@@ -478,6 +483,14 @@ func TestBadQueueSQL(t *testing.T) {
 		t.Errorf("users after a writing rule: %d (%v), want 20 untouched", n, err)
 	}
 
+	// A value the declared type allows but dialsync cannot use (a count
+	// with a fraction) stops the pipeline: retrying reads it again.
+	frac := strings.Replace(DefaultQueueSQL, "COUNT(*) AS pending_requirements", "2.5 AS pending_requirements", 1)
+	if _, err := openLookup(t, name, frac).QueueRows(ctx, []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}); err == nil ||
+		!strings.Contains(err.Error(), "pending_requirements") || !isPermanent(err) {
+		t.Errorf("fractional count: err = %v, want a permanent error naming pending_requirements", err)
+	}
+
 	// A rule that ignores {users} for some rows passes validation (id 0
 	// matches nothing) but is caught on use instead of queueing strangers.
 	leaky := strings.Replace(DefaultQueueSQL, "WHERE {users}", "WHERE ({users} OR u.id > 0)", 1)
@@ -485,6 +498,11 @@ func TestBadQueueSQL(t *testing.T) {
 	if _, err := l.QueueRows(ctx, []uint64{1}); err == nil || !strings.Contains(err.Error(), "rules.queue_sql returned user") {
 		t.Errorf("leaky rule: err = %v", err)
 	}
+}
+
+func isPermanent(err error) bool {
+	var f interface{ Fatal() bool }
+	return errors.As(err, &f) && f.Fatal()
 }
 
 // TestCustomRule: a business rule with other shapes (SUM gives DECIMAL,
