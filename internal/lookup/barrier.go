@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 )
@@ -47,16 +48,23 @@ func (l *Lookup) CommitBarrier(ctx context.Context, rows map[string][]uint64) er
 			// Table names come from the tracked set (handlers), never
 			// from input; quote anyway.
 			q := "SELECT id FROM `" + t + "` WHERE id IN (" + idList(batch) + ") LOCK IN SHARE MODE"
-			r, err := l.db.QueryContext(ctx, q)
+			// The server's lock wait (innodb_lock_wait_timeout, set per
+			// session) ends the wait first; the deadline is for servers
+			// that refuse that variable (the driver closes the connection
+			// when the context ends).
+			qctx, cancel := context.WithTimeout(ctx, (barrierWaitSeconds+2)*time.Second)
+			r, err := l.db.QueryContext(qctx, q)
 			if err == nil {
 				for r.Next() {
 				}
 				err = r.Err()
 				r.Close()
 			}
+			expired := qctx.Err() != nil && ctx.Err() == nil
+			cancel()
 			if err != nil {
 				var my *mysql.MyError
-				if errors.As(err, &my) && my.Code == mysql.ER_LOCK_WAIT_TIMEOUT {
+				if errors.As(err, &my) && my.Code == mysql.ER_LOCK_WAIT_TIMEOUT || expired {
 					// Held by a later open transaction: ours are committed.
 					l.log.Warn("commit barrier: a row is locked by a later open transaction; going on",
 						"table", t, "wait_seconds", barrierWaitSeconds)

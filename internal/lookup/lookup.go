@@ -29,6 +29,7 @@ import (
 
 	"github.com/go-mysql-org/go-mysql/client"
 	"github.com/go-mysql-org/go-mysql/driver"
+	"github.com/go-mysql-org/go-mysql/mysql"
 
 	"dialsync/internal/errclass"
 	"dialsync/internal/queue"
@@ -130,9 +131,17 @@ type Lookup struct {
 // any write (by a bad rule or a bug) fail instead of touching the source
 // (https://dev.mysql.com/doc/refman/8.0/en/set-transaction.html: the
 // session access mode also applies to autocommit statements).
-// The short lock wait bounds CommitBarrier (the only locking read).
-var sessionSetup = []string{"SET time_zone = '+00:00'", "SET SESSION TRANSACTION READ ONLY",
-	"SET SESSION innodb_lock_wait_timeout = " + strconv.Itoa(barrierWaitSeconds)}
+var sessionSetup = []string{"SET time_zone = '+00:00'", "SET SESSION TRANSACTION READ ONLY"}
+
+// lockWaitSetup bounds CommitBarrier (the only locking read) with a short
+// lock wait, tried in order: some MySQL-protocol servers refuse any value
+// but 1, and a server may refuse the variable altogether; then the
+// barrier's own query deadline bounds the wait (barrierWaitSeconds), and
+// the first session says so once.
+var lockWaitSetup = []string{
+	"SET SESSION innodb_lock_wait_timeout = " + strconv.Itoa(barrierWaitSeconds),
+	"SET SESSION innodb_lock_wait_timeout = 1",
+}
 
 // Open connects, checks the server answers, and validates the queue rule by
 // running it for a user id that cannot exist (0): a syntax error, an
@@ -174,7 +183,8 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Lookup, error)
 		l.tlsKey = registerTLS(tc)
 		params.Set(tlsOption, l.tlsKey)
 	}
-	conn := sessionConnector{inner: driver.Connector{Addr: cfg.Addr, User: cfg.User, Password: cfg.Password, DB: cfg.Database, Params: params}}
+	conn := sessionConnector{inner: driver.Connector{Addr: cfg.Addr, User: cfg.User, Password: cfg.Password, DB: cfg.Database, Params: params},
+		log: l.log, lockOnce: new(sync.Once)}
 	l.db = sql.OpenDB(conn)
 	maxOpen := cfg.MaxOpen
 	if maxOpen <= 0 {
@@ -628,8 +638,12 @@ func (l *Lookup) ServerUUID(ctx context.Context) (string, error) {
 }
 
 // sessionConnector wraps the go-mysql connector to prepare each new
-// session (sessionSetup) before database/sql hands it out.
-type sessionConnector struct{ inner driver.Connector }
+// session (sessionSetup, lockWaitSetup) before database/sql hands it out.
+type sessionConnector struct {
+	inner    driver.Connector
+	log      *slog.Logger
+	lockOnce *sync.Once // logs a refused lock wait once
+}
 
 func (c sessionConnector) Connect(ctx context.Context) (sqldriver.Conn, error) {
 	conn, err := c.inner.Connect(ctx)
@@ -646,6 +660,23 @@ func (c sessionConnector) Connect(ctx context.Context) (sqldriver.Conn, error) {
 			conn.Close()
 			return nil, fmt.Errorf("prepare session (%s): %w", q, err)
 		}
+	}
+	var refused error
+	for _, q := range lockWaitSetup {
+		if _, refused = ex.ExecContext(ctx, q, nil); refused == nil {
+			break
+		}
+		var my *mysql.MyError
+		if !errors.As(refused, &my) {
+			conn.Close() // not the server refusing: the connection failed
+			return nil, fmt.Errorf("prepare session (%s): %w", q, refused)
+		}
+	}
+	if refused != nil {
+		c.lockOnce.Do(func() {
+			c.log.Warn("the lookup server refuses to set innodb_lock_wait_timeout; the commit barrier's wait is bounded by its query deadline instead",
+				"deadline_seconds", barrierWaitSeconds, "err", refused)
+		})
 	}
 	return conn, nil
 }
