@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+
+	"github.com/go-mysql-org/go-mysql/replication"
 )
 
 // oneLineHandler keeps go-mysql's log records to one line of text per
@@ -45,6 +47,13 @@ func oneLineAttr(a slog.Attr) slog.Attr {
 		return slog.String(a.Key, "(not logged: SQL text may hold row values)")
 	}
 	v := a.Value.Resolve()
+	if c, ok := v.Any().(replication.BinlogSyncerConfig); ok {
+		// go-mysql logs its whole syncer config at start (replication/
+		// binlogsyncer.go, "create BinlogSyncer"); it holds funcs, which
+		// JSON cannot encode, and a TLS config. The settings that matter:
+		return slog.Group(a.Key, "server_id", c.ServerID, "flavor", c.Flavor, "host", c.Host, "port", c.Port,
+			"heartbeat", c.HeartbeatPeriod.String(), "read_timeout", c.ReadTimeout.String(), "tls", c.TLSConfig != nil)
+	}
 	switch v.Kind() {
 	case slog.KindString:
 		return slog.String(a.Key, firstLine(v.String()))

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"regexp"
 	"strings"
 	"testing"
@@ -183,6 +184,12 @@ func TestOneLineHandler(t *testing.T) {
 	l := goMySQLLogger(slog.New(slog.NewJSONHandler(&b, nil)))
 	l.Error("canal start sync binlog err\nmore", "error", perrors.Trace(errors.New("boom")), "query", "UPDATE users SET email = 'secret@example.com'\nWHERE id = 1",
 		slog.Group("g", "e", fmt.Errorf("x\n\tframe.go:1")), "n", 7)
+	var sb strings.Builder
+	goMySQLLogger(slog.New(slog.NewJSONHandler(&sb, nil))).Info("create BinlogSyncer", slog.Any("config", replication.BinlogSyncerConfig{ServerID: 7, Flavor: "mariadb",
+		Password: "pw-secret", Dialer: (&net.Dialer{}).DialContext, HeartbeatPeriod: 10 * time.Second}))
+	if c := sb.String(); !strings.Contains(c, `"config":{"server_id":7,"flavor":"mariadb"`) || strings.Contains(c, "!ERROR") || strings.Contains(c, "pw-secret") {
+		t.Fatalf("go-mysql's syncer config not logged as a clean summary: %s", c)
+	}
 	out := b.String()
 	if strings.Contains(out, "secret") {
 		t.Fatalf("SQL text (row values) reached the log: %s", out)

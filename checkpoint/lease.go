@@ -162,7 +162,9 @@ func AcquireLeaseWith(ctx context.Context, connString, schema, pipeline, holder 
 	if logger == nil {
 		logger = slog.Default()
 	}
-	logger = logger.With("component", "lease", "pipeline", pipeline)
+	// The caller's logger names the pipeline already (a record with a key
+	// twice is rejected by some log stores).
+	logger = logger.With("component", "lease")
 	conn, err := pgx.Connect(ctx, connString)
 	if err != nil {
 		return nil, fmt.Errorf("acquire lease %q: connect: %w", pipeline, err)
