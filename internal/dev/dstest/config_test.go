@@ -37,8 +37,10 @@ func roundTrip(t *testing.T, c *config.Config) *config.Config {
 // Every config the harnesses write reads back equal, every key included.
 func TestWriteConfigRoundTrips(t *testing.T) {
 	cases := map[string]func(c *config.Config){
-		"target":   func(*config.Config) {},
-		"defaults": func(c *config.Config) { c.Source.HeartbeatPeriod, c.Source.ReadTimeout = config.Default().Source.HeartbeatPeriod, config.Default().Source.ReadTimeout },
+		"target": func(*config.Config) {},
+		"defaults": func(c *config.Config) {
+			c.Source.HeartbeatPeriod, c.Source.ReadTimeout = config.Default().Source.HeartbeatPeriod, config.Default().Source.ReadTimeout
+		},
 		"every kind": func(c *config.Config) {
 			c.Source.Password = `p"w\x`
 			c.Postgres.Schema = "other"
