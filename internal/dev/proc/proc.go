@@ -206,3 +206,35 @@ func (b *Buffer) Tail(n int) string {
 	lines := strings.Split(b.String(), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
+
+// Lines collects output as complete lines (without the newline), for a
+// program that prints one record a line; safe to write and read at once.
+// A last line without a newline is not kept.
+type Lines struct {
+	mu      sync.Mutex
+	partial []byte
+	lines   []string
+}
+
+// Write appends p, splitting it into lines.
+func (l *Lines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.partial = append(l.partial, p...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			break
+		}
+		l.lines = append(l.lines, string(bytes.TrimSuffix(l.partial[:i], []byte("\r"))))
+		l.partial = l.partial[i+1:]
+	}
+	return len(p), nil
+}
+
+// Lines is a copy of the complete lines written so far.
+func (l *Lines) Lines() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.lines...)
+}

@@ -99,3 +99,15 @@ func TestRun(t *testing.T) {
 		t.Fatalf("missing binary: %v", err)
 	}
 }
+
+func TestLines(t *testing.T) {
+	var l Lines
+	for _, s := range []string{"a\nb", "c\r\n", "\n", "d"} {
+		if _, err := l.Write([]byte(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := strings.Join(l.Lines(), "|"); got != "a|bc|" {
+		t.Fatalf("lines %q", got)
+	}
+}
