@@ -108,6 +108,21 @@ func haWorkload(t *testing.T, p *pipe, writers int, seed int64) (stop func() []d
 	return func() []demo.Op { return dstest.Ops(l.Stop()) }
 }
 
+// haLeader starts instance-a on p and waits until it has bootstrapped and
+// caught up.
+func haLeader(t *testing.T, p *pipe) *haInstance {
+	t.Helper()
+	a := haStart(t, p, "instance-a")
+	waitFor(t, 60*time.Second, "bootstrap checkpoint", func() bool {
+		if a.exited() {
+			t.Fatalf("leader exited:\n%s", a.logTail(40))
+		}
+		return p.checkpointGTID() != ""
+	})
+	p.waitCaughtUp(30 * time.Second)
+	return a
+}
+
 // haTakeover waits for the lease to move past epoch and then for the first
 // checkpoint written under the new epoch; both measured from `from`.
 func haTakeover(t *testing.T, p *pipe, epoch int64, from time.Time, within time.Duration) (newEpoch int64, holder string, toLease, toCheckpoint time.Duration) {
@@ -148,14 +163,7 @@ func median(ds []time.Duration) time.Duration {
 // queue equals the rule.
 func TestHAKillLeaderTakeover(t *testing.T) {
 	p := newPipe(t, pipeOpt{})
-	a := haStart(t, p, "instance-a")
-	waitFor(t, 60*time.Second, "bootstrap checkpoint", func() bool {
-		if a.exited() {
-			t.Fatalf("leader exited:\n%s", a.logTail(40))
-		}
-		return p.checkpointGTID() != ""
-	})
-	p.waitCaughtUp(30 * time.Second)
+	a := haLeader(t, p)
 	epoch, holder := haLease(p)
 	if !a.isHolder(holder) {
 		t.Fatalf("lease holder %q is not instance-a (pid %d)", holder, a.pid())
@@ -211,14 +219,7 @@ func TestHAKillLeaderTakeover(t *testing.T) {
 // checkpoint (the epoch stays the new leader's) and it exits non-zero.
 func TestHAPausedLeaderIsFenced(t *testing.T) {
 	p := newPipe(t, pipeOpt{})
-	a := haStart(t, p, "instance-a")
-	waitFor(t, 60*time.Second, "bootstrap checkpoint", func() bool {
-		if a.exited() {
-			t.Fatalf("leader exited:\n%s", a.logTail(40))
-		}
-		return p.checkpointGTID() != ""
-	})
-	p.waitCaughtUp(30 * time.Second)
+	a := haLeader(t, p)
 	epoch, _ := haLease(p)
 	b := haStart(t, p, "instance-b")
 	b.waitStandingBy()
