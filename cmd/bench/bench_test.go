@@ -5,13 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"dialsync/internal/dev/benchkit"
+	"dialsync/internal/dev/dstest"
 )
 
 // TestShortMode runs the whole harness in -short mode (what `make
@@ -20,8 +20,8 @@ import (
 func TestShortMode(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "dialsync")
-	if out, err := exec.Command("go", "build", "-o", bin, "../dialsync").CombinedOutput(); err != nil {
-		t.Fatalf("build dialsync: %v\n%s", err, out)
+	if err := dstest.BuildDialsync(bin); err != nil {
+		t.Fatal(err)
 	}
 	jsonPath, mdPath := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.md")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

@@ -223,7 +223,7 @@ func (w logWriter) Write(b []byte) (int, error) {
 
 // catchUpScenario runs o.runs backlogs. p is the running, caught-up main
 // pipeline; the returned process is the one running at the end.
-func (b *bench) catchUpScenario(ctx context.Context, p *proc, pc pipeCfg, cfgPath string) (*benchkit.CatchUpResult, *proc, error) {
+func (b *bench) catchUpScenario(ctx context.Context, p *dsProc, pc pipeCfg, cfgPath string) (*benchkit.CatchUpResult, *dsProc, error) {
 	res := &benchkit.CatchUpResult{Mix: backlogMix}
 	var drain, noop, drate, nrate, ratio []float64
 	var rs []benchkit.Resources

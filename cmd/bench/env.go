@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -29,8 +28,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
+	"dialsync/internal/config"
 	"dialsync/internal/dev/benchkit"
 	"dialsync/internal/dev/demo"
+	"dialsync/internal/dev/dstest"
+	"dialsync/internal/dev/proc"
 	"dialsync/internal/dev/testenv"
 )
 
@@ -280,39 +282,21 @@ func (b *bench) profileCPU(ctx context.Context, pc pipeCfg, name string, d time.
 }
 
 // writeConfig writes a dialsync config for p (the shape of the end-to-end
-// tests' configs, cmd/dialsync/harness_test.go) and returns its path.
+// tests' configs, dstest.Config) and returns its path.
 func (b *bench) writeConfig(p pipeCfg) (string, error) {
 	b.serverID++
-	cfg := fmt.Sprintf(`
-[pipeline]
-name = %q
-[source]
-addr = %q
-user = "root"
-flavor = "mariadb"
-server_id = %d
-database = %q
-[postgres]
-dsn = %q
-schema = %q
-[redis]
-addr = %q
-prefix = %q
-[nats]
-url = %q
-stream = %q
-subject_prefix = %q
-[http]
-listen = %q
-pprof = %t
-[reconcile]
-interval = "off"
-[log]
-format = "json"
-level = "info"
-`, pipelineName, b.my.Addr(), b.serverID, b.name, b.pgDSN, p.schema, b.o.redisAddr, b.prefix, b.o.natsURL, p.stream, p.subjects, p.listen, b.o.profile != "")
+	c := dstest.Config(dstest.Target{
+		Pipeline: pipelineName, SourceAddr: b.my.Addr(), Database: b.name, ServerID: b.serverID, PostgresDSN: b.pgDSN,
+		RedisAddr: b.o.redisAddr, RedisPrefix: b.prefix, NATSURL: b.o.natsURL, Stream: p.stream, Subjects: p.subjects,
+	})
+	// The bench measures with the production source timings, not the
+	// tests' quick heartbeat.
+	d := config.Default()
+	c.Source.HeartbeatPeriod, c.Source.ReadTimeout = d.Source.HeartbeatPeriod, d.Source.ReadTimeout
+	c.Postgres.Schema = p.schema
+	c.HTTP.Listen, c.HTTP.Pprof = p.listen, b.o.profile != ""
 	path := filepath.Join(b.dir, p.stream+".toml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+	if err := dstest.WriteConfig(path, c); err != nil {
 		return "", fmt.Errorf("write config: %w", err)
 	}
 	for _, s := range b.streams {
@@ -351,7 +335,7 @@ func (b *bench) checkpoint(ctx context.Context, schema string) (string, error) {
 
 // waitCaughtUp waits until the checkpoint covers want (the source head when
 // empty); it fails early when the process exits.
-func (b *bench) waitCaughtUp(ctx context.Context, p *proc, schema, want string, within time.Duration) error {
+func (b *bench) waitCaughtUp(ctx context.Context, p *dsProc, schema, want string, within time.Duration) error {
 	if want == "" {
 		var err error
 		if want, err = b.sourceHead(ctx); err != nil {
@@ -381,39 +365,36 @@ func (b *bench) waitCaughtUp(ctx context.Context, p *proc, schema, want string, 
 	}
 }
 
-// proc is a running `dialsync run`.
-type proc struct {
-	cmd     *exec.Cmd
+// dsProc is a running `dialsync run`.
+type dsProc struct {
+	p       *proc.Proc
 	started time.Time
-	done    chan struct{}
-	logf    *os.File
+	done    chan struct{} // closed once the process ended and its log is closed
 	watch   *logWatch
 }
 
 // startDialsync runs the binary with cfgPath; its log goes to logPath and
 // through a watcher that remembers the lines the harness waits for.
-func (b *bench) startDialsync(cfgPath, logPath string) (*proc, error) {
+func (b *bench) startDialsync(cfgPath, logPath string) (*dsProc, error) {
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, fmt.Errorf("dialsync log: %w", err)
 	}
 	w := newLogWatch()
-	cmd := exec.Command(b.o.bin, "run", "--config", cfgPath)
 	out := io.MultiWriter(f, w)
-	cmd.Stdout, cmd.Stderr = out, out
-	p := &proc{cmd: cmd, logf: f, watch: w, done: make(chan struct{})}
-	p.started = time.Now()
-	if err := cmd.Start(); err != nil {
+	dp := &dsProc{watch: w, done: make(chan struct{}), started: time.Now()}
+	dp.p, err = proc.Start(b.o.bin, proc.Options{Args: []string{"run", "--config", cfgPath}, Stdout: out, Stderr: out})
+	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("start %s (run `make build` first): %w", b.o.bin, err)
 	}
-	go func() { _ = cmd.Wait(); w.Close(); f.Close(); close(p.done) }()
-	return p, nil
+	go func() { <-dp.p.Done(); w.Close(); f.Close(); close(dp.done) }()
+	return dp, nil
 }
 
-func (p *proc) pid() int { return p.cmd.Process.Pid }
+func (p *dsProc) pid() int { return p.p.Pid() }
 
-func (p *proc) exited() bool {
+func (p *dsProc) exited() bool {
 	select {
 	case <-p.done:
 		return true
@@ -423,25 +404,22 @@ func (p *proc) exited() bool {
 }
 
 // stop ends the process with SIGTERM (SIGKILL after 60 s).
-func (p *proc) stop() error {
+func (p *dsProc) stop() error {
 	if p == nil || p.exited() {
 		return nil
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(60 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
+	code, killed := p.p.Stop(syscall.SIGTERM, 60*time.Second)
+	<-p.done
+	if killed {
 		return errors.New("dialsync did not stop within 60s of SIGTERM; killed")
 	}
-	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+	if code != 0 {
 		return fmt.Errorf("dialsync exited with code %d: %s", code, p.lastErrors())
 	}
 	return nil
 }
 
-func (p *proc) lastErrors() string { return p.watch.errors() }
+func (p *dsProc) lastErrors() string { return p.watch.errors() }
 
 // logLine is one JSON log line of interest.
 type logLine struct {
@@ -502,7 +480,7 @@ func (w *logWatch) errors() string {
 }
 
 // waitFor waits for a kept line with msg.
-func (p *proc) waitFor(ctx context.Context, msg string, within time.Duration) (logLine, error) {
+func (p *dsProc) waitFor(ctx context.Context, msg string, within time.Duration) (logLine, error) {
 	deadline := time.Now().Add(within)
 	for {
 		p.watch.mu.Lock()

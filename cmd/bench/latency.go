@@ -264,7 +264,7 @@ func distinctKeys(es []benchkit.Event) int {
 
 // latencyScenario measures each rate for o.runs windows against the running
 // dialsync p (caught up).
-func (b *bench) latencyScenario(ctx context.Context, p *proc, pc pipeCfg) ([]benchkit.LatencyResult, error) {
+func (b *bench) latencyScenario(ctx context.Context, p *dsProc, pc pipeCfg) ([]benchkit.LatencyResult, error) {
 	users := b.o.size.Users
 	col := &collector{}
 	stopSubs, err := b.subscribe(ctx, pc.subjects, col)
@@ -335,7 +335,7 @@ func (b *bench) latencyScenario(ctx context.Context, p *proc, pc pipeCfg) ([]ben
 	return out, nil
 }
 
-func (b *bench) latencyRun(ctx context.Context, p *proc, pc pipeCfg, ws []*writer, col *collector, rate int) (benchkit.LatencyRun, error) {
+func (b *bench) latencyRun(ctx context.Context, p *dsProc, pc pipeCfg, ws []*writer, col *collector, rate int) (benchkit.LatencyRun, error) {
 	var r benchkit.LatencyRun
 	if err := b.setContextKeys(ctx, b.o.size.Users); err != nil {
 		return r, err

@@ -1,6 +1,6 @@
-// Command bench measures dialsync against the BRIEF's targets (section 8)
-// on this machine, every scenario in one run, and writes the results as
-// JSON and a Markdown table (printed at the end).
+// Command bench measures dialsync against its performance targets
+// (docs/design.md) on this machine, every scenario in one run, and writes
+// the results as JSON and a Markdown table (printed at the end).
 //
 // It builds its own world: a private binlog-enabled MariaDB with the demo
 // data (50k users, 150k claims, 300k requirements), its own PostgreSQL
@@ -271,7 +271,7 @@ func writeOutputs(o options, rep *benchkit.Report, md string) error {
 	return nil
 }
 
-// targets judges the BRIEF's section 8 goals against the report.
+// targets judges the performance targets (docs/design.md) against the report.
 func targets(r *benchkit.Report) []benchkit.Target {
 	var ts []benchkit.Target
 	judge := !r.Short

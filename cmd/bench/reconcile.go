@@ -56,16 +56,16 @@ func (b *bench) reconcileOnce(ctx context.Context, p pipeCfg, i int) (run benchk
 		_, _ = b.pg.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{p.schema}.Sanitize()+" CASCADE")
 		_ = b.js.DeleteStream(context.Background(), p.stream)
 	}()
-	proc, err := b.startDialsync(cfg, filepath.Join(b.dir, fmt.Sprintf("reconcile-%d.log", i)))
+	dp, err := b.startDialsync(cfg, filepath.Join(b.dir, fmt.Sprintf("reconcile-%d.log", i)))
 	if err != nil {
 		return run, err
 	}
-	defer proc.stop()
-	s, err := benchkit.StartSampler(proc.pid(), 50*time.Millisecond)
+	defer dp.stop()
+	s, err := benchkit.StartSampler(dp.pid(), 50*time.Millisecond)
 	if err != nil {
 		return run, err
 	}
-	line, err := proc.waitFor(ctx, "bootstrap reconcile done", 5*time.Minute)
+	line, err := dp.waitFor(ctx, "bootstrap reconcile done", 5*time.Minute)
 	run.Resources = s.Stop()
 	if err != nil {
 		return run, err
@@ -75,13 +75,13 @@ func (b *bench) reconcileOnce(ctx context.Context, p pipeCfg, i int) (run benchk
 		return run, fmt.Errorf("bootstrap log line has no readable took: %v", line.fields["took"])
 	}
 	run.TookSec = d.Seconds()
-	run.WallSec = line.at.Sub(proc.started).Seconds()
+	run.WallSec = line.at.Sub(dp.started).Seconds()
 	run.Users = intField(line.fields["users"])
 	run.Entered = intField(line.fields["entered"])
 	// Let the bootstrap finish (it stores its start position next) so the
 	// process stops cleanly rather than mid-bootstrap.
-	if err := b.waitCaughtUp(ctx, proc, p.schema, "", time.Minute); err != nil {
+	if err := b.waitCaughtUp(ctx, dp, p.schema, "", time.Minute); err != nil {
 		return run, err
 	}
-	return run, proc.stop()
+	return run, dp.stop()
 }

@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -18,11 +16,13 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"dialsync/internal/config"
 	"dialsync/internal/dbschema"
 	"dialsync/internal/dev/demo"
+	"dialsync/internal/dev/dstest"
+	"dialsync/internal/dev/proc"
 	"dialsync/internal/dev/testenv"
 )
 
@@ -43,61 +43,13 @@ type badEnv struct {
 	src   *sql.DB
 	pgDSN string
 	dir   string
-	cfg   badCfg
-	args  []string // default: run --config <file>
-	raw   *string  // written instead of cfg.render() when set
-}
-
-// badCfg is the configuration under test, rendered to TOML.
-type badCfg struct {
-	Pipeline                     string
-	SourceAddr, SourceUser       string
-	SourcePassword               string
-	Flavor                       string
-	ServerID                     uint32
-	Database                     string
-	PGDSN                        string
-	RedisAddr, RedisPassword     string
-	NATSURL, Stream, SubjectPref string
-	Extra                        string // appended verbatim
-}
-
-func (c badCfg) render() string {
-	return fmt.Sprintf(`
-[pipeline]
-name = %q
-[source]
-addr = %q
-user = %q
-password = %q
-flavor = %q
-server_id = %d
-database = %q
-heartbeat_period = "1s"
-read_timeout = "5s"
-[postgres]
-dsn = %q
-[redis]
-addr = %q
-password = %q
-prefix = %q
-[nats]
-url = %q
-stream = %q
-subject_prefix = %q
-[http]
-listen = ""
-[apply]
-retry_initial = "20ms"
-retry_max = "200ms"
-[reconcile]
-interval = "off"
-[log]
-format = "json"
-level = "info"
-%s
-`, c.Pipeline, c.SourceAddr, c.SourceUser, c.SourcePassword, c.Flavor, c.ServerID, c.Database,
-		c.PGDSN, c.RedisAddr, c.RedisPassword, c.Pipeline+":", c.NATSURL, c.Stream, c.SubjectPref, c.Extra)
+	js    jetstream.JetStream // the machine's NATS
+	cfg   *config.Config      // the configuration under test
+	// bad sets raw TOML keys over cfg ("ha.enabeld": true), for what no
+	// config.Config can hold: an unknown key, a value of the wrong type.
+	bad  map[string]any
+	args []string // default: run --config <file>
+	raw  *string  // written instead of cfg when set
 }
 
 // newBadEnv prepares a working configuration; cases then break one thing.
@@ -123,24 +75,16 @@ func newBadEnv(t *testing.T, my *testenv.MariaDB) *badEnv {
 		t.Fatal(err)
 	}
 	e.pgDSN = testenv.PostgresDB(t)
-	e.cfg = badCfg{
-		Pipeline:   "p_" + name,
-		SourceAddr: my.Addr(), SourceUser: "root", Flavor: "mariadb",
-		ServerID: nextServerID.Add(1), Database: name,
-		PGDSN:     e.pgDSN,
-		RedisAddr: "127.0.0.1:6379",
-		NATSURL:   "nats://127.0.0.1:4222", Stream: strings.ToUpper("DS_" + name), SubjectPref: "ds_" + name,
-	}
-	t.Cleanup(func() {
-		// A case that wrongly got as far as creating its stream must not
-		// leave it behind.
-		if nc, err := nats.Connect("nats://127.0.0.1:4222"); err == nil {
-			if js, err := jetstream.New(nc); err == nil {
-				_ = js.DeleteStream(context.Background(), e.cfg.Stream)
-			}
-			nc.Close()
-		}
+	stream := strings.ToUpper("DS_" + name)
+	e.cfg = dstest.Config(dstest.Target{
+		Pipeline: "p_" + name, SourceAddr: my.Addr(), Database: name, ServerID: nextServerID.Add(1),
+		PostgresDSN: e.pgDSN, RedisPrefix: "p_" + name + ":", Stream: stream, Subjects: "ds_" + name,
 	})
+	e.cfg.Apply.RetryInitial = config.Dur(20 * time.Millisecond)
+	e.cfg.Apply.RetryMax = config.Dur(200 * time.Millisecond)
+	// A case that wrongly got as far as creating its stream must not leave
+	// it behind: the cleanup deletes it.
+	e.js = dstest.JetStream(t, "", stream)
 	return e
 }
 
@@ -174,7 +118,7 @@ func (e *badEnv) setCheckpoint(gtid, file string, pos int64) {
 		e.t.Fatal(err)
 	}
 	if _, err := p.Exec(ctx, `INSERT INTO dialsync.checkpoints (pipeline, gtid_set, file, pos) VALUES ($1, $2, $3, $4)`,
-		e.cfg.Pipeline, gtid, file, pos); err != nil {
+		e.cfg.Pipeline.Name, gtid, file, pos); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -198,7 +142,7 @@ func (e *badEnv) checkpointRow() string {
 		return ""
 	}
 	var row string
-	err = conn.QueryRow(ctx, `SELECT concat_ws('|', gtid_set, file, pos, epoch, updated_at) FROM dialsync.checkpoints WHERE pipeline = $1`, e.cfg.Pipeline).Scan(&row)
+	err = conn.QueryRow(ctx, `SELECT concat_ws('|', gtid_set, file, pos, epoch, updated_at) FROM dialsync.checkpoints WHERE pipeline = $1`, e.cfg.Pipeline.Name).Scan(&row)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return ""
 	}
@@ -247,22 +191,7 @@ func closedPort(t *testing.T) string {
 // privateRedis starts redis-server with a password on a free port.
 func privateRedis(t *testing.T, password string) string {
 	t.Helper()
-	addr := closedPort(t)
-	_, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command("/usr/bin/redis-server", "--port", port, "--bind", "127.0.0.1", "--requirepass", password,
-		"--save", "", "--appendonly", "no", "--dir", t.TempDir())
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	waitFor(t, 10*time.Second, "private redis", func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-	return addr
+	return startRedis(t, "--requirepass", password).addr()
 }
 
 // runResult is one finished run of the binary.
@@ -277,37 +206,40 @@ type runResult struct {
 func (e *badEnv) runBinary() runResult {
 	e.t.Helper()
 	cfgPath := filepath.Join(e.dir, "config.toml")
-	text := e.cfg.render()
-	if e.raw != nil {
-		text = *e.raw
+	var text []byte
+	var err error
+	switch {
+	case e.raw != nil:
+		text = []byte(*e.raw)
+	case e.bad != nil:
+		text, err = dstest.MarshalBad(e.cfg, e.bad)
+	default:
+		text, err = dstest.Marshal(e.cfg)
 	}
-	if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(cfgPath, text, 0o600); err != nil {
 		e.t.Fatal(err)
 	}
 	args := e.args
 	if args == nil {
 		args = []string{"run", "--config", cfgPath}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, binPath, args...)
-	cmd.Dir = e.dir
+	environ := []string{}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "DIALSYNC_") {
-			cmd.Env = append(cmd.Env, kv)
+			environ = append(environ, kv)
 		}
 	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		e.t.Fatalf("dialsync did not exit within 60s (it should fail at start):\n%s", stderr.String())
+	res, err := proc.Run(binPath, 60*time.Second, proc.Options{Args: args, Environ: environ, Dir: e.dir})
+	if errors.Is(err, proc.ErrTimeout) {
+		e.t.Fatalf("dialsync did not exit within 60s (it should fail at start):\n%s", res.Stderr)
 	}
-	var ee *exec.ExitError
-	if err != nil && !errors.As(err, &ee) {
+	if err != nil {
 		e.t.Fatal(err)
 	}
-	return runResult{code: cmd.ProcessState.ExitCode(), stderr: stderr.String(), stdout: stdout.String()}
+	return runResult{code: res.Code, stderr: res.Stderr, stdout: res.Stdout}
 }
 
 // errorLine returns the final "dialsync: " line and checks that everything
@@ -369,13 +301,13 @@ var badCases = []badCase{
 	// ---- command line and configuration: exit 2 ----
 	{name: "malformed TOML", setup: rawConfig("[source\naddr = \"x\"\n"), code: 2,
 		want: []string{"config", "invalid toml", "line 1"}},
-	{name: "unknown key", setup: func(e *badEnv) { e.cfg.Extra = "[ha]\nenabeld = true" }, code: 2,
+	{name: "unknown key", setup: func(e *badEnv) { e.bad = map[string]any{"ha.enabeld": true} }, code: 2,
 		want: []string{"unknown key", "ha.enabeld", "spelling"}},
-	{name: "wrong type", setup: func(e *badEnv) { e.cfg.Extra = "[ha]\nenabled = \"yes\"" }, code: 2,
+	{name: "wrong type", setup: func(e *badEnv) { e.bad = map[string]any{"ha.enabled": "yes"} }, code: 2,
 		want: []string{"ha.enabled", "expected", "got a toml string"}},
-	{name: "missing required field", setup: func(e *badEnv) { e.cfg.ServerID = 0 }, code: 2,
+	{name: "missing required field", setup: func(e *badEnv) { e.cfg.Source.ServerID = 0 }, code: 2,
 		want: []string{"source.server_id", "is required", "unique"}},
-	{name: "invalid postgres dsn", setup: func(e *badEnv) { e.cfg.PGDSN = "postgres://u:" + secretPassword + "@host:notaport/db" }, code: 2,
+	{name: "invalid postgres dsn", setup: func(e *badEnv) { e.cfg.Postgres.DSN = "postgres://u:" + secretPassword + "@host:notaport/db" }, code: 2,
 		want: []string{"postgres.dsn", "not a valid"}},
 	{name: "config file missing", setup: func(e *badEnv) { e.args = []string{"run", "--config", filepath.Join(e.dir, "nope.toml")} }, code: 2,
 		want: []string{"nope.toml", "not found", "--config"}},
@@ -385,26 +317,26 @@ var badCases = []badCase{
 		want: []string{"flag provided but not defined", "no-such-flag"}, allowUsage: true},
 
 	// ---- servers unreachable or refusing us at start: exit 1 ----
-	{name: "mysql unreachable", setup: func(e *badEnv) { e.cfg.SourceAddr = closedPort(e.t) }, code: 1,
+	{name: "mysql unreachable", setup: func(e *badEnv) { e.cfg.Source.Addr = closedPort(e.t) }, code: 1,
 		want: []string{"connect", "refused", e2ePortPlaceholder, "source.addr"}, ckpt: "none"},
 	{name: "postgres unreachable", setup: func(e *badEnv) {
-		e.cfg.PGDSN = "postgres://postgres@" + closedPort(e.t) + "/x?sslmode=disable"
+		e.cfg.Postgres.DSN = "postgres://postgres@" + closedPort(e.t) + "/x?sslmode=disable"
 	}, code: 1, want: []string{"postgres", "refused", "postgres.dsn"}},
-	{name: "redis unreachable", setup: func(e *badEnv) { e.cfg.RedisAddr = closedPort(e.t) }, code: 1,
+	{name: "redis unreachable", setup: func(e *badEnv) { e.cfg.Redis.Addr = closedPort(e.t) }, code: 1,
 		want: []string{"redis", "refused", e2ePortPlaceholder}, ckpt: "none"},
-	{name: "nats unreachable", setup: func(e *badEnv) { e.cfg.NATSURL = "nats://" + closedPort(e.t) }, code: 1,
+	{name: "nats unreachable", setup: func(e *badEnv) { e.cfg.NATS.URL = "nats://" + closedPort(e.t) }, code: 1,
 		want: []string{"nats", "no servers available", e2ePortPlaceholder, "nats.url"}, ckpt: "none"},
-	{name: "wrong mysql password", setup: func(e *badEnv) { e.cfg.SourcePassword = secretPassword }, code: 1,
+	{name: "wrong mysql password", setup: func(e *badEnv) { e.cfg.Source.Password = secretPassword }, code: 1,
 		want: []string{"access denied", "root", "source.addr/user/password"}, ckpt: "none"},
 	{name: "wrong redis password", setup: func(e *badEnv) {
-		e.cfg.RedisAddr = privateRedis(e.t, "the-right-one")
-		e.cfg.RedisPassword = secretPassword
+		e.cfg.Redis.Addr = privateRedis(e.t, "the-right-one")
+		e.cfg.Redis.Password = secretPassword
 	}, code: 1, want: []string{"redis", "wrongpass", "password"}, ckpt: "none"},
 	{name: "missing grants", setup: func(e *badEnv) {
 		user := "ro_" + e.name[len(e.name)-8:]
 		e.my.Exec(e.t, fmt.Sprintf("CREATE USER '%s'@'%%' IDENTIFIED BY 'pw'", user),
 			fmt.Sprintf("GRANT SELECT ON `%s`.* TO '%s'@'%%'", e.name, user))
-		e.cfg.SourceUser, e.cfg.SourcePassword = user, "pw"
+		e.cfg.Source.User, e.cfg.Source.Password = user, "pw"
 	}, code: 1, want: []string{"lacks a privilege", "binlog monitor", "grant replication slave"}, ckpt: "none"},
 
 	// ---- source server settings: exit 1, nothing stored ----
@@ -418,7 +350,7 @@ var badCases = []badCase{
 		want: []string{"binlog_row_image is minimal", "needs full", "set global binlog_row_image"}, ckpt: "none"},
 	{name: "noblob row image", my: privateMariaDB(testenv.MariaDBOptions{BinlogRowImage: "NOBLOB"}), code: 1,
 		want: []string{"binlog_row_image is noblob", "needs full"}, ckpt: "none"},
-	{name: "server_id collision", setup: func(e *badEnv) { e.cfg.ServerID = e.my.ServerID() }, code: 1,
+	{name: "server_id collision", setup: func(e *badEnv) { e.cfg.Source.ServerID = e.my.ServerID() }, code: 1,
 		want: []string{"server_id", "the same as our server_id", "unique"}, ckpt: "none"},
 
 	// ---- checkpoints the source cannot serve: exit 1, checkpoint kept ----
@@ -445,10 +377,10 @@ var badCases = []badCase{
 
 	// ---- the source's data and the rules: exit 1, nothing stored ----
 	{name: "rule sql syntax error", setup: func(e *badEnv) {
-		e.cfg.Extra = "[rules]\nqueue_sql = '''\nSELECT FROM WHERE\n  {users}\n'''"
+		e.cfg.Rules.QueueSQL = "SELECT FROM WHERE\n  {users}\n"
 	}, code: 1, want: []string{"rules.queue_sql", "does not run", "syntax"}, ckpt: "none"},
 	{name: "rule sql wrong columns", setup: func(e *badEnv) {
-		e.cfg.Extra = "[rules]\nqueue_sql = \"SELECT u.id AS user_id FROM users u WHERE {users}\""
+		e.cfg.Rules.QueueSQL = "SELECT u.id AS user_id FROM users u WHERE {users}"
 	}, code: 1, want: []string{"rules.queue_sql", "must return exactly the columns", "missing"}, ckpt: "none"},
 	{name: "tracked table missing", setup: func(e *badEnv) { e.exec("DROP TABLE claim_vehicle_packages") }, code: 1,
 		want: []string{"claim_vehicle_packages", "does not exist"}, ckpt: "none"},
@@ -470,17 +402,12 @@ var badCases = []badCase{
 		}
 	}, code: 1, want: []string{"version 999", "upgrade dialsync"}, ckpt: "none"},
 	{name: "stream subjects conflict", setup: func(e *badEnv) {
-		nc, err := nats.Connect("nats://127.0.0.1:4222")
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		js, _ := jetstream.New(nc)
 		other := "OTHER_" + strings.ToUpper(e.name)
 		ctx := context.Background()
-		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: other, Subjects: []string{e.cfg.SubjectPref + ".>"}, Storage: jetstream.MemoryStorage}); err != nil {
+		if _, err := e.js.CreateStream(ctx, jetstream.StreamConfig{Name: other, Subjects: []string{e.cfg.NATS.SubjectPrefix + ".>"}, Storage: jetstream.MemoryStorage}); err != nil {
 			e.t.Fatal(err)
 		}
-		e.t.Cleanup(func() { _ = js.DeleteStream(context.Background(), other); nc.Close() })
+		e.t.Cleanup(func() { _ = e.js.DeleteStream(context.Background(), other) })
 	}, code: 1, want: []string{"stream", "subjects overlap", "nats.subject_prefix"}, ckpt: "none"},
 }
 
@@ -496,7 +423,7 @@ func TestBadInput(t *testing.T) {
 				my = tc.my(t)
 			}
 			e := newBadEnv(t, my)
-			orig := e.cfg
+			orig := *e.cfg
 			if tc.setup != nil {
 				tc.setup(e)
 			}
@@ -510,7 +437,7 @@ func TestBadInput(t *testing.T) {
 			low := strings.ToLower(line)
 			for _, w := range tc.want {
 				if w == e2ePortPlaceholder {
-					w = changedPort(orig, e.cfg)
+					w = changedPort(&orig, e.cfg)
 				}
 				if !strings.Contains(low, strings.ToLower(w)) {
 					t.Errorf("error line does not mention %q", w)
@@ -539,8 +466,8 @@ func TestBadInput(t *testing.T) {
 }
 
 // changedPort finds the port of whichever address a case replaced.
-func changedPort(orig, now badCfg) string {
-	for _, p := range [][2]string{{orig.SourceAddr, now.SourceAddr}, {orig.RedisAddr, now.RedisAddr}, {orig.NATSURL, now.NATSURL}} {
+func changedPort(orig, now *config.Config) string {
+	for _, p := range [][2]string{{orig.Source.Addr, now.Source.Addr}, {orig.Redis.Addr, now.Redis.Addr}, {orig.NATS.URL, now.NATS.URL}} {
 		if p[0] != p[1] {
 			_, port, _ := net.SplitHostPort(strings.TrimPrefix(p[1], "nats://"))
 			if _, err := strconv.Atoi(port); err == nil {

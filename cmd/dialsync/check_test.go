@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"dialsync/internal/config"
 	"dialsync/internal/dev/testenv"
 )
 
@@ -37,21 +38,6 @@ func statusOf(t *testing.T, lines []checkLine, name string) checkLine {
 	}
 	t.Fatalf("no %q line in %+v", name, lines)
 	return checkLine{}
-}
-
-// rewriteConfig replaces old with new in the pipe's config file.
-func rewriteConfig(t *testing.T, p *pipe, old, new string) {
-	t.Helper()
-	b, err := os.ReadFile(p.cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(b), old) {
-		t.Fatalf("config has no %q", old)
-	}
-	if err := os.WriteFile(p.cfgPath, []byte(strings.Replace(string(b), old, new, 1)), 0o600); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // Exit codes: 0 all OK (least-privilege user, everything set up), 1 with
@@ -89,7 +75,7 @@ func TestCheckCommand(t *testing.T) {
 	p.my.Exec(t, fmt.Sprintf("CREATE USER '%s'@'%%' IDENTIFIED BY 'pw'", user),
 		fmt.Sprintf("GRANT REPLICATION SLAVE, BINLOG MONITOR, SLAVE MONITOR, REPLICATION MASTER ADMIN ON *.* TO '%s'@'%%'", user),
 		fmt.Sprintf("GRANT SELECT ON `%s`.* TO '%s'@'%%'", p.name, user))
-	rewriteConfig(t, p, `user = "root"`, fmt.Sprintf("user = %q\npassword = \"pw\"", user))
+	p.editConfig(func(c *config.Config) { c.Source.User, c.Source.Password = user, "pw" })
 	out, errOut, code := opsCLI(t, p, "check")
 	if code != 0 || strings.Contains(out, "WARN") || strings.Contains(out, "FAIL") {
 		t.Fatalf("least privilege: exit %d, want 0\n%s\n%s", code, out, errOut)
@@ -102,8 +88,7 @@ func TestCheckCommand(t *testing.T) {
 
 	// Unreachable Redis and source: FAIL lines naming the config key; the
 	// PostgreSQL and NATS checks still ran.
-	rewriteConfig(t, p, `addr = "127.0.0.1:6379"`, fmt.Sprintf("addr = %q", closedPort(t)))
-	rewriteConfig(t, p, fmt.Sprintf("addr = %q", p.my.Addr()), fmt.Sprintf("addr = %q", closedPort(t)))
+	p.editConfig(func(c *config.Config) { c.Redis.Addr, c.Source.Addr = closedPort(t), closedPort(t) })
 	lines, code = checkJSON(t, p)
 	if code != 2 {
 		t.Fatalf("unreachable servers: exit %d, want 2: %+v", code, lines)

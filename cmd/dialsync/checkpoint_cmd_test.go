@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/user"
 	"strconv"
 	"strings"
@@ -20,15 +17,7 @@ import (
 // and returns its output and exit code.
 func opsCLI(t *testing.T, p *pipe, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	cmd := exec.Command(binPath, append(args, "--config", p.cfgPath)...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if err != nil && !errors.As(err, &ee) {
-		t.Fatalf("dialsync %v: %v", args, err)
-	}
-	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
+	return runCLI(t, 0, nil, append(args, "--config", p.cfgPath)...)
 }
 
 // opsOK runs a command that must succeed and returns its stdout.

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"dialsync/internal/config"
 )
 
 // A row the handlers cannot process (a requirement with a NULL claim_id,
@@ -29,7 +31,7 @@ func TestPoisonRowHalts(t *testing.T) {
 // With tables.<name>.on_error = "dead_letter" the row is recorded (once,
 // even across a restart) and announced, and the stream goes on.
 func TestPoisonRowDeadLetter(t *testing.T) {
-	p := newPipe(t, pipeOpt{extra: "[tables.claim_requirements]\non_error = \"dead_letter\"\n"})
+	p := newPipe(t, pipeOpt{config: func(c *config.Config) { c.Tables.ClaimRequirements.OnError = config.OnErrorDeadLetter }})
 	startCaughtUp(t, p)
 	p.exec("ALTER TABLE claim_requirements MODIFY claim_id BIGINT UNSIGNED NULL",
 		"INSERT INTO claim_requirements (claim_id, type, status, created_at, updated_at) VALUES (NULL, 'x', 'PENDING', NOW(), NOW())",

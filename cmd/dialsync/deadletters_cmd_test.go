@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"dialsync/internal/config"
 	"dialsync/notice"
 )
 
@@ -26,7 +27,7 @@ func deadLettersJSON(t *testing.T, p *pipe) []deadLetterJSON {
 // retry recomputes exactly its user through the apply loop (queue, cache
 // keys, notice) and marks it retried.
 func TestDeadLettersListAndRetry(t *testing.T) {
-	p := newPipe(t, pipeOpt{extra: "[tables.claim_requirements]\non_error = \"dead_letter\"\n"})
+	p := newPipe(t, pipeOpt{config: func(c *config.Config) { c.Tables.ClaimRequirements.OnError = config.OnErrorDeadLetter }})
 	startCaughtUp(t, p)
 	user, claim, _ := queuedUser(t, p)
 	p.exec("ALTER TABLE claim_requirements MODIFY claim_id BIGINT UNSIGNED NULL",

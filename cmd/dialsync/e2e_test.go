@@ -6,11 +6,11 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"dialsync/internal/dev/demo"
+	"dialsync/internal/dev/dstest"
 	"dialsync/notice"
 )
 
@@ -201,29 +201,7 @@ func TestRestartAppliesOnce(t *testing.T) {
 func TestCrashMidStream(t *testing.T) {
 	p := newPipe(t, pipeOpt{size: demo.Size{Users: 1000, ClaimsPerUser: 3, RequirementsPerClaim: 2, VehiclePackagePercent: 50, RandSeed: 3}})
 	startCaughtUp(t, p)
-	ctx, cancel := context.WithCancel(context.Background())
-	var mu sync.Mutex
-	var ops []demo.Op
-	var wg sync.WaitGroup
-	for i := range 3 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w := demo.NewWorkload(p.src, int64(100+i))
-			for ctx.Err() == nil {
-				op, err := w.Step(ctx)
-				if err != nil {
-					if ctx.Err() == nil {
-						t.Errorf("workload: %v", err)
-					}
-					return
-				}
-				mu.Lock()
-				ops = append(ops, op)
-				mu.Unlock()
-			}
-		}()
-	}
+	load := dstest.StartLoad(t, p.src, 3, 100, 0)
 	r := rand.New(rand.NewPCG(1, 2))
 	kills := 0
 	for range 4 {
@@ -234,11 +212,8 @@ func TestCrashMidStream(t *testing.T) {
 		p.start()
 	}
 	time.Sleep(500 * time.Millisecond)
-	cancel()
-	wg.Wait()
+	ops := dstest.Ops(load.Stop())
 	p.waitCaughtUp(60 * time.Second)
-	mu.Lock()
-	defer mu.Unlock()
 	t.Logf("%d source transactions, %d kills, %d runs", len(ops), kills, p.runs)
 	if len(ops) < 100 {
 		t.Fatalf("workload too small to prove anything: %d ops", len(ops))

@@ -1,18 +1,15 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"dialsync/internal/config"
 	"dialsync/internal/explain"
 	"dialsync/notice"
 )
@@ -21,19 +18,7 @@ import (
 // variables and returns its stdout, stderr and exit code.
 func explainCLI(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, binPath, args...)
-	cmd.Env = append(os.Environ(), env...)
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	if err != nil {
-		if _, ok := err.(*exec.ExitError); !ok {
-			t.Fatalf("run %v: %v", args, err)
-		}
-	}
-	return o.String(), e.String(), cmd.ProcessState.ExitCode()
+	return runCLI(t, 60*time.Second, env, args...)
 }
 
 // explainJSON runs `explain --json` for user and decodes the report.
@@ -291,7 +276,7 @@ func TestExplain(t *testing.T) {
 func TestExplainCustomRule(t *testing.T) {
 	// Queue every enabled user, whatever else.
 	rule := `SELECT u.id AS user_id, 1 AS open_claims, 1 AS pending_requirements, NULL AS oldest_pending_at FROM users AS u WHERE {users} AND u.is_enabled = 1`
-	p := newPipe(t, pipeOpt{extra: "[rules]\nqueue_sql = \"" + rule + "\""})
+	p := newPipe(t, pipeOpt{config: func(c *config.Config) { c.Rules.QueueSQL = rule }})
 	startCaughtUp(t, p)
 	var enabled, disabled uint64
 	if err := p.src.QueryRow(`SELECT id FROM users WHERE is_enabled = 1 AND status <> 'active' ORDER BY id LIMIT 1`).Scan(&enabled); err != nil {

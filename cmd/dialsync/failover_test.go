@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -41,22 +39,7 @@ func fxWaitReplica(t *testing.T, r *testenv.MariaDB, want string) {
 // overridden to addr through the environment.
 func fxStart(t *testing.T, p *pipe, name, addr string) *haInstance {
 	t.Helper()
-	in := &haInstance{t: t, name: name, done: make(chan struct{})}
-	in.cmd = exec.Command(binPath, "run", "--config", p.cfgPath)
-	in.cmd.Env = append(os.Environ(), "DIALSYNC_SOURCE_ADDR="+addr)
-	w := &lockedWriter{mu: &in.mu, b: &in.logs}
-	in.cmd.Stdout, in.cmd.Stderr = w, w
-	if err := in.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = in.cmd.Wait(); close(in.done) }()
-	t.Cleanup(func() {
-		in.kill()
-		if t.Failed() {
-			t.Logf("%s logs:\n%s", in.name, in.logTail(60))
-		}
-	})
-	return in
+	return haStart(t, p, name, "DIALSYNC_SOURCE_ADDR="+addr)
 }
 
 func TestGTIDFailoverToOtherReplica(t *testing.T) {

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -13,6 +11,8 @@ import (
 	"time"
 
 	"dialsync/internal/dev/demo"
+	"dialsync/internal/dev/dstest"
+	"dialsync/internal/dev/proc"
 )
 
 // HA end-to-end tests: two real dialsync processes on one pipeline (same
@@ -24,24 +24,18 @@ import (
 type haInstance struct {
 	t    testing.TB
 	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-
-	mu   sync.Mutex
-	logs bytes.Buffer
+	p    *proc.Proc
 }
 
-// haStart starts another dialsync process on p's config.
-func haStart(t testing.TB, p *pipe, name string) *haInstance {
+// haStart starts another dialsync process on p's config, with extra
+// environment variables (config overrides) if any.
+func haStart(t testing.TB, p *pipe, name string, env ...string) *haInstance {
 	t.Helper()
-	in := &haInstance{t: t, name: name, done: make(chan struct{})}
-	in.cmd = exec.Command(binPath, "run", "--config", p.cfgPath)
-	w := &lockedWriter{mu: &in.mu, b: &in.logs}
-	in.cmd.Stdout, in.cmd.Stderr = w, w
-	if err := in.cmd.Start(); err != nil {
+	pr, err := proc.Start(binPath, proc.Options{Args: []string{"run", "--config", p.cfgPath}, Env: env})
+	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { _ = in.cmd.Wait(); close(in.done) }()
+	in := &haInstance{t: t, name: name, p: pr}
 	t.Cleanup(func() {
 		in.kill()
 		if t.Failed() {
@@ -51,29 +45,16 @@ func haStart(t testing.TB, p *pipe, name string) *haInstance {
 	return in
 }
 
-func (in *haInstance) pid() int { return in.cmd.Process.Pid }
+func (in *haInstance) pid() int { return in.p.Pid() }
 
-func (in *haInstance) exited() bool {
-	select {
-	case <-in.done:
-		return true
-	default:
-		return false
-	}
-}
+func (in *haInstance) exited() bool { return in.p.Exited() }
 
 // kill sends SIGKILL (works on a stopped process too) and waits.
-func (in *haInstance) kill() {
-	if in.exited() {
-		return
-	}
-	_ = in.cmd.Process.Signal(syscall.SIGKILL)
-	<-in.done
-}
+func (in *haInstance) kill() { in.p.Kill() }
 
 func (in *haInstance) signal(sig syscall.Signal) {
 	in.t.Helper()
-	if err := in.cmd.Process.Signal(sig); err != nil {
+	if err := in.p.Signal(sig); err != nil {
 		in.t.Fatalf("%s: signal %v: %v", in.name, sig, err)
 	}
 }
@@ -81,25 +62,16 @@ func (in *haInstance) signal(sig syscall.Signal) {
 // exitCode waits for the process to end by itself and returns its code.
 func (in *haInstance) exitCode(within time.Duration) int {
 	in.t.Helper()
-	select {
-	case <-in.done:
-		return in.cmd.ProcessState.ExitCode()
-	case <-time.After(within):
+	code, ok := in.p.Wait(within)
+	if !ok {
 		in.t.Fatalf("%s did not exit within %s:\n%s", in.name, within, in.logTail(30))
-		return -1
 	}
+	return code
 }
 
-func (in *haInstance) logText() string {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	return in.logs.String()
-}
+func (in *haInstance) logText() string { return in.p.Logs().String() }
 
-func (in *haInstance) logTail(n int) string {
-	lines := strings.Split(in.logText(), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
+func (in *haInstance) logTail(n int) string { return in.p.Logs().Tail(n) }
 
 // waitStandingBy waits until the instance reports it is a standby.
 func (in *haInstance) waitStandingBy() {
@@ -132,38 +104,23 @@ func (in *haInstance) isHolder(holder string) bool {
 // haWorkload runs writers on the source until the returned stop is called,
 // which returns every committed transaction.
 func haWorkload(t *testing.T, p *pipe, writers int, seed int64) (stop func() []demo.Op) {
-	ctx, cancel := context.WithCancel(context.Background())
-	var mu sync.Mutex
-	var ops []demo.Op
-	var wg sync.WaitGroup
-	for i := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w := demo.NewWorkload(p.src, seed+int64(i))
-			for ctx.Err() == nil {
-				op, err := w.Step(ctx)
-				if err != nil {
-					if ctx.Err() == nil {
-						t.Errorf("workload: %v", err)
-					}
-					return
-				}
-				mu.Lock()
-				ops = append(ops, op)
-				mu.Unlock()
-				time.Sleep(2 * time.Millisecond) // a steady stream, not a flood
-			}
-		}()
-	}
-	var once sync.Once
-	t.Cleanup(func() { once.Do(func() { cancel(); wg.Wait() }) })
-	return func() []demo.Op {
-		once.Do(func() { cancel(); wg.Wait() })
-		mu.Lock()
-		defer mu.Unlock()
-		return slices.Clone(ops)
-	}
+	l := dstest.StartLoad(t, p.src, writers, seed, 2*time.Millisecond) // a steady stream, not a flood
+	return func() []demo.Op { return dstest.Ops(l.Stop()) }
+}
+
+// haLeader starts instance-a on p and waits until it has bootstrapped and
+// caught up.
+func haLeader(t *testing.T, p *pipe) *haInstance {
+	t.Helper()
+	a := haStart(t, p, "instance-a")
+	waitFor(t, 60*time.Second, "bootstrap checkpoint", func() bool {
+		if a.exited() {
+			t.Fatalf("leader exited:\n%s", a.logTail(40))
+		}
+		return p.checkpointGTID() != ""
+	})
+	p.waitCaughtUp(30 * time.Second)
+	return a
 }
 
 // haTakeover waits for the lease to move past epoch and then for the first
@@ -206,14 +163,7 @@ func median(ds []time.Duration) time.Duration {
 // queue equals the rule.
 func TestHAKillLeaderTakeover(t *testing.T) {
 	p := newPipe(t, pipeOpt{})
-	a := haStart(t, p, "instance-a")
-	waitFor(t, 60*time.Second, "bootstrap checkpoint", func() bool {
-		if a.exited() {
-			t.Fatalf("leader exited:\n%s", a.logTail(40))
-		}
-		return p.checkpointGTID() != ""
-	})
-	p.waitCaughtUp(30 * time.Second)
+	a := haLeader(t, p)
 	epoch, holder := haLease(p)
 	if !a.isHolder(holder) {
 		t.Fatalf("lease holder %q is not instance-a (pid %d)", holder, a.pid())
@@ -269,14 +219,7 @@ func TestHAKillLeaderTakeover(t *testing.T) {
 // checkpoint (the epoch stays the new leader's) and it exits non-zero.
 func TestHAPausedLeaderIsFenced(t *testing.T) {
 	p := newPipe(t, pipeOpt{})
-	a := haStart(t, p, "instance-a")
-	waitFor(t, 60*time.Second, "bootstrap checkpoint", func() bool {
-		if a.exited() {
-			t.Fatalf("leader exited:\n%s", a.logTail(40))
-		}
-		return p.checkpointGTID() != ""
-	})
-	p.waitCaughtUp(30 * time.Second)
+	a := haLeader(t, p)
 	epoch, _ := haLease(p)
 	b := haStart(t, p, "instance-b")
 	b.waitStandingBy()

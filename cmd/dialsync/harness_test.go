@@ -1,12 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -19,11 +18,13 @@ import (
 
 	_ "github.com/go-mysql-org/go-mysql/driver"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
+	"dialsync/internal/config"
 	"dialsync/internal/dev/demo"
+	"dialsync/internal/dev/dstest"
+	"dialsync/internal/dev/proc"
 	"dialsync/internal/dev/testenv"
 	"dialsync/notice"
 )
@@ -42,9 +43,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binPath = filepath.Join(dir, "dialsync")
-	out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build dialsync: %v\n%s", err, out)
+	if err := dstest.BuildDialsync(binPath); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	defer os.RemoveAll(dir)
@@ -66,23 +66,24 @@ type pipe struct {
 	rdb      *redis.Client
 	prefix   string // Redis key prefix
 	stream   string
-	subjects string // subject prefix
+	subjects string         // subject prefix
+	cfg      *config.Config // what cfgPath holds: change it with editConfig
 	cfgPath  string
 	js       jetstream.JetStream
 	natsURL  string
 
+	logs proc.Buffer // the output of every run
 	mu   sync.Mutex
-	proc *exec.Cmd
-	done chan struct{}
-	logs bytes.Buffer
+	proc *proc.Proc // the running process, nil when none
+	last *proc.Proc // the latest process, running or not
 	runs int
 }
 
 type pipeOpt struct {
-	my      *testenv.MariaDB // default: the shared server
-	natsURL string           // default: the machine's NATS
-	size    demo.Size        // default: a small data set
-	extra   string           // appended to the config
+	my      *testenv.MariaDB       // default: the shared server
+	natsURL string                 // default: the machine's NATS
+	size    demo.Size              // default: a small data set
+	config  func(c *config.Config) // edits the config before it is written
 }
 
 func newPipe(t testing.TB, o pipeOpt) *pipe {
@@ -94,7 +95,7 @@ func newPipe(t testing.TB, o pipeOpt) *pipe {
 		p.my = testenv.SharedMariaDB(t)
 	}
 	if p.natsURL == "" {
-		p.natsURL = "nats://127.0.0.1:4222"
+		p.natsURL = dstest.MachineNATS
 	}
 	p.my.CreateDatabase(t, name)
 	var err error
@@ -120,64 +121,22 @@ func newPipe(t testing.TB, o pipeOpt) *pipe {
 	}
 	t.Cleanup(p.pg.Close)
 	p.prefix = name + ":"
-	p.rdb = redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
-	t.Cleanup(func() {
-		keys, _ := p.rdb.Keys(ctx, p.prefix+"*").Result()
-		if len(keys) > 0 {
-			p.rdb.Del(ctx, keys...)
-		}
-		p.rdb.Close()
-	})
+	p.rdb = dstest.Redis(t, p.prefix)
 	p.stream = strings.ToUpper("DS_" + name)
 	p.subjects = "ds_" + name
-	nc, err := nats.Connect(p.natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.js, err = jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = p.js.DeleteStream(context.Background(), p.stream)
-		nc.Close()
-	})
+	p.js = dstest.JetStream(t, p.natsURL, p.stream)
 	p.cfgPath = filepath.Join(t.TempDir(), "config.toml")
-	cfg := fmt.Sprintf(`
-[pipeline]
-name = %q
-[source]
-addr = %q
-user = "root"
-flavor = "mariadb"
-server_id = %d
-database = %q
-heartbeat_period = "1s"
-read_timeout = "5s"
-[postgres]
-dsn = %q
-[redis]
-addr = "127.0.0.1:6379"
-prefix = %q
-[nats]
-url = %q
-stream = %q
-subject_prefix = %q
-[http]
-listen = ""
-[apply]
-retry_initial = "20ms"
-retry_max = "500ms"
-[reconcile]
-interval = "off"
-[log]
-format = "json"
-level = "debug"
-%s
-`, "p_"+name, p.my.Addr(), nextServerID.Add(1), name, p.pgDSN, p.prefix, p.natsURL, p.stream, p.subjects, o.extra)
-	if err := os.WriteFile(p.cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
+	p.cfg = dstest.Config(dstest.Target{
+		Pipeline: "p_" + name, SourceAddr: p.my.Addr(), Database: name, ServerID: nextServerID.Add(1),
+		PostgresDSN: p.pgDSN, RedisPrefix: p.prefix, NATSURL: p.natsURL, Stream: p.stream, Subjects: p.subjects,
+	})
+	p.cfg.Apply.RetryInitial = config.Dur(20 * time.Millisecond)
+	p.cfg.Apply.RetryMax = config.Dur(500 * time.Millisecond)
+	p.cfg.Log.Level = "debug"
+	if o.config != nil {
+		o.config(p.cfg)
 	}
+	p.writeConfig()
 	t.Cleanup(func() {
 		p.kill()
 		if t.Failed() {
@@ -185,6 +144,22 @@ level = "debug"
 		}
 	})
 	return p
+}
+
+// writeConfig writes p.cfg to the test's config file.
+func (p *pipe) writeConfig() {
+	p.t.Helper()
+	if err := dstest.WriteConfig(p.cfgPath, p.cfg); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// editConfig changes the test's config and writes it again; a running
+// process sees the change at its next start.
+func (p *pipe) editConfig(edit func(c *config.Config)) {
+	p.t.Helper()
+	edit(p.cfg)
+	p.writeConfig()
 }
 
 // start runs `dialsync run` as a child process.
@@ -202,29 +177,12 @@ func (p *pipe) startEnv(env ...string) {
 	if p.proc != nil {
 		p.t.Fatal("dialsync already running")
 	}
-	cmd := exec.Command(binPath, "run", "--config", p.cfgPath)
-	cmd.Env = append(os.Environ(), env...)
-	w := &lockedWriter{mu: &p.mu, b: &p.logs}
-	cmd.Stdout, cmd.Stderr = w, w
-	if err := cmd.Start(); err != nil {
+	pr, err := proc.Start(binPath, proc.Options{Args: []string{"run", "--config", p.cfgPath}, Env: env, Stdout: &p.logs, Stderr: &p.logs})
+	if err != nil {
 		p.t.Fatal(err)
 	}
 	p.runs++
-	p.proc = cmd
-	done := make(chan struct{})
-	p.done = done
-	go func() { _ = cmd.Wait(); close(done) }()
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (w *lockedWriter) Write(b []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(b)
+	p.proc, p.last = pr, pr
 }
 
 // stop sends SIGTERM and waits; it returns the exit code.
@@ -235,55 +193,44 @@ func (p *pipe) kill() { p.signal(syscall.SIGKILL) }
 
 func (p *pipe) signal(sig syscall.Signal) int {
 	p.mu.Lock()
-	cmd, done := p.proc, p.done
+	pr := p.proc
 	p.mu.Unlock()
-	if cmd == nil {
+	if pr == nil {
 		return -1
 	}
-	_ = cmd.Process.Signal(sig)
-	select {
-	case <-done:
-	case <-time.After(60 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
+	code, killed := pr.Stop(sig, 60*time.Second)
+	if killed {
 		p.t.Errorf("dialsync did not exit within 60s of %v", sig)
 	}
 	p.mu.Lock()
 	p.proc = nil
 	p.mu.Unlock()
-	return cmd.ProcessState.ExitCode()
+	return code
 }
 
 // exited reports whether the process ended by itself.
 func (p *pipe) exited() bool {
 	p.mu.Lock()
-	done := p.done
+	last := p.last
 	p.mu.Unlock()
-	if done == nil {
-		return false
-	}
-	select {
-	case <-done:
-		return true
-	default:
-		return false
-	}
+	return last != nil && last.Exited()
 }
 
-func (p *pipe) logTail(n int) string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	lines := strings.Split(p.logs.String(), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+// logTail is the end of every run's output.
+func (p *pipe) logTail(n int) string { return p.logs.Tail(n) }
 
-func (p *pipe) allLogs() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.logs.String()
+func (p *pipe) allLogs() string { return p.logs.String() }
+
+// runCLI runs the binary with args to its end, at most within (0: no
+// limit; a process still running then is killed and reports exit code -1),
+// with env added to the environment, and returns its output and exit code.
+func runCLI(t testing.TB, within time.Duration, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	res, err := proc.Run(binPath, within, proc.Options{Args: args, Env: env})
+	if err != nil && !errors.Is(err, proc.ErrTimeout) {
+		t.Fatalf("dialsync %v: %v", args, err)
+	}
+	return res.Stdout, res.Stderr, res.Code
 }
 
 // exec runs statements on the source database.

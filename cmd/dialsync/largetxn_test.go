@@ -5,19 +5,18 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"dialsync/internal/dev/benchkit"
 	"dialsync/internal/dev/testenv"
 )
 
-// BRIEF invariant 7: one source transaction of many row changes is applied
-// in pieces (apply.max_txn_bytes) with bounded memory, the checkpoint moves
-// only at its end, and a crash in the middle replays it with exactly one
-// user.changed notice per touched user.
+// Invariant 7 of docs/design.md (bounded memory): one source transaction of
+// many row changes is applied in pieces (apply.max_txn_bytes) with bounded
+// memory, the checkpoint moves only at its end, and a crash in the middle
+// replays it with exactly one user.changed notice per touched user.
 //
 // 100k row changes by default (about 5 s); DIALSYNC_TEST_LARGE=1 runs 1M
 // (about 40 s, a third of it filling the table).
@@ -216,30 +215,16 @@ type memSample struct{ rss, hwm int64 }
 // rss reads the dialsync process's VmRSS and VmHWM (bytes).
 func (p *pipe) rss() memSample {
 	p.mu.Lock()
-	cmd := p.proc
+	pr := p.proc
 	p.mu.Unlock()
-	var m memSample
-	if cmd == nil {
-		return m
+	if pr == nil {
+		return memSample{}
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+	st, err := benchkit.ReadProc(pr.Pid())
 	if err != nil {
-		return m
+		return memSample{}
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "VmRSS:":
-			m.rss = kb << 10
-		case "VmHWM:":
-			m.hwm = kb << 10
-		}
-	}
-	return m
+	return memSample{rss: st.RSS, hwm: st.HWM}
 }
 
 type watchStats struct {

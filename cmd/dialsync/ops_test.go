@@ -9,8 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,7 +18,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"dialsync/internal/config"
 	"dialsync/internal/dev/demo"
+	"dialsync/internal/dev/proc"
 	"dialsync/internal/dev/testenv"
 	"dialsync/internal/publish/natstest"
 )
@@ -136,7 +136,7 @@ func (p *pipe) pid() int {
 	if p.proc == nil {
 		p.t.Fatal("dialsync not running")
 	}
-	return p.proc.Process.Pid
+	return p.proc.Pid()
 }
 
 func TestMetricsUnderWorkload(t *testing.T) {
@@ -144,7 +144,7 @@ func TestMetricsUnderWorkload(t *testing.T) {
 	// The test freezes the process for 3s: a longer lease TTL keeps it the
 	// leader through the freeze (with the default 3s it rightly stops,
 	// having lost its lease).
-	p := newPipe(t, pipeOpt{extra: "[ha]\nlease_ttl = \"30s\"\n"})
+	p := newPipe(t, pipeOpt{config: func(c *config.Config) { c.HA.LeaseTTL = config.Dur(30 * time.Second) }})
 	users := make([]uint64, 0, 300)
 	for u := uint64(1); u <= 300; u++ {
 		users = append(users, u)
@@ -272,26 +272,8 @@ type redisProc struct {
 	t    testing.TB
 	port int
 	args []string
-	cmd  *exec.Cmd
-	done chan struct{}
-	out  *syncBuf
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	p    *proc.Proc // nil while down
+	out  *proc.Buffer
 }
 
 // startRedis runs /usr/bin/redis-server with no persistence on a free port.
@@ -299,7 +281,7 @@ func (s *syncBuf) String() string {
 // (e.g. "--port", "0", "--tls-port", "{port}" for TLS only).
 func startRedis(t testing.TB, extra ...string) *redisProc {
 	t.Helper()
-	r := &redisProc{t: t, port: freeTCPPort(t), out: &syncBuf{}}
+	r := &redisProc{t: t, port: freeTCPPort(t), out: &proc.Buffer{}}
 	r.args = append([]string{"--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir()}, extra...)
 	r.start()
 	t.Cleanup(r.kill)
@@ -314,15 +296,10 @@ func (r *redisProc) start() {
 	if !containsArg(r.args, "{port}") {
 		args = append([]string{"--port", strconv.Itoa(r.port)}, args...)
 	}
-	r.cmd = exec.Command("/usr/bin/redis-server", args...)
-	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
-	if err := r.cmd.Start(); err != nil {
+	var err error
+	if r.p, err = proc.Start("/usr/bin/redis-server", proc.Options{Args: args, Stdout: r.out, Stderr: r.out}); err != nil {
 		r.t.Fatal(err)
 	}
-	done := make(chan struct{})
-	r.done = done
-	cmd := r.cmd
-	go func() { _ = cmd.Wait(); close(done) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		if c, err := net.DialTimeout("tcp", r.addr(), 200*time.Millisecond); err == nil {
@@ -335,12 +312,11 @@ func (r *redisProc) start() {
 }
 
 func (r *redisProc) kill() {
-	if r.cmd == nil {
+	if r.p == nil {
 		return
 	}
-	_ = r.cmd.Process.Kill()
-	<-r.done
-	r.cmd = nil
+	r.p.Kill()
+	r.p = nil
 }
 
 func slicesReplace(in []string, old, new string) []string {
@@ -533,13 +509,11 @@ func TestNoSecretsOrPIIInOutput(t *testing.T) {
 	// run check once with a wrong Redis password as well as a good run.
 	var extra strings.Builder
 	for _, env := range [][]string{nil, {"DIALSYNC_REDIS_PASSWORD=wrong-" + redisSecret}} {
-		cmd := exec.Command(binPath, "check", "--config", p.cfgPath)
-		cmd.Env = append(os.Environ(), env...)
-		out, _ := cmd.CombinedOutput()
-		if len(out) == 0 {
+		stdout, stderr, _ := runCLI(t, 0, env, "check", "--config", p.cfgPath)
+		if stdout+stderr == "" {
 			t.Fatalf("dialsync check %v printed nothing: nothing to scan", env)
 		}
-		extra.Write(out)
+		extra.WriteString(stdout + stderr)
 	}
 	if code := p.stop(); code != 0 {
 		t.Errorf("exit code %d", code)

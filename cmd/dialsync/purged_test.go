@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"dialsync/internal/config"
 	"dialsync/internal/dev/testenv"
 )
 
@@ -14,7 +15,7 @@ import (
 // checkpoint history.
 func TestPurgedAutoReconcile(t *testing.T) {
 	my := testenv.StartMariaDB(t, testenv.MariaDBOptions{})
-	p := newPipe(t, pipeOpt{my: my, extra: "[recovery]\non_purged = \"reconcile\"\n"})
+	p := newPipe(t, pipeOpt{my: my, config: func(c *config.Config) { c.Recovery.OnPurged = "reconcile" }})
 	startCaughtUp(t, p)
 	if code := p.stop(); code != 0 {
 		t.Fatalf("stop: exit %d", code)

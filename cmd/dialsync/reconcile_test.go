@@ -1,22 +1,22 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"dialsync/internal/config"
 	"dialsync/internal/dev/demo"
+	"dialsync/internal/dev/dstest"
+	"dialsync/internal/dev/proc"
 	"dialsync/internal/dev/testenv"
 	"dialsync/notice"
 )
@@ -26,39 +26,19 @@ import (
 // scheduled reconciles racing streamed changes. Every check compares the
 // queue with the rule evaluated directly on MariaDB (pipe.queueDrift).
 
-// setConfig edits the test's config file (the harness writes [reconcile]
-// once; TOML forbids a second [reconcile] table in pipeOpt.extra).
-func (p *pipe) setConfig(old, repl string) {
+// setReconcile sets [reconcile] interval (0: off) and chunk_size.
+func (p *pipe) setReconcile(interval time.Duration, chunk int) {
 	p.t.Helper()
-	b, err := os.ReadFile(p.cfgPath)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	if !bytes.Contains(b, []byte(old)) {
-		p.t.Fatalf("config has no %q", old)
-	}
-	if err := os.WriteFile(p.cfgPath, bytes.Replace(b, []byte(old), []byte(repl), 1), 0o600); err != nil {
-		p.t.Fatal(err)
-	}
-}
-
-// setReconcile sets [reconcile] interval and chunk_size.
-func (p *pipe) setReconcile(interval string, chunk int) {
-	p.t.Helper()
-	p.setConfig("[reconcile]\ninterval = \"off\"", fmt.Sprintf("[reconcile]\ninterval = %q\nchunk_size = %d", interval, chunk))
+	p.editConfig(func(c *config.Config) {
+		c.Reconcile.Interval = config.Dur(interval)
+		c.Reconcile.ChunkSize = chunk
+	})
 }
 
 // reconcileCmd runs `dialsync reconcile` to completion.
 func (p *pipe) reconcileCmd(args ...string) (stdout, stderr string, code int) {
 	p.t.Helper()
-	cmd := exec.Command(binPath, append([]string{"reconcile", "--config", p.cfgPath}, args...)...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	if _, ok := err.(*exec.ExitError); err != nil && !ok {
-		p.t.Fatal(err)
-	}
-	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
+	return runCLI(p.t, 0, nil, append([]string{"reconcile", "--config", p.cfgPath}, args...)...)
 }
 
 // reconcileJSON runs `dialsync reconcile --json args...`, which must
@@ -173,37 +153,9 @@ func toInt64s(ids []uint64) []int64 {
 func TestBootstrapUnderWrites(t *testing.T) {
 	p := newPipe(t, pipeOpt{size: demo.Size{Users: 3000, ClaimsPerUser: 3, RequirementsPerClaim: 2, VehiclePackagePercent: 50, RandSeed: 5}})
 	// Small chunks: the bootstrap takes many loop jobs, with writes between.
-	p.setReconcile("off", 100)
+	p.setReconcile(0, 100)
 
-	type timedOp struct {
-		op         demo.Op
-		start, end time.Time
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var mu sync.Mutex
-	var ops []timedOp
-	var wg sync.WaitGroup
-	for i := range 3 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w := demo.NewWorkload(p.src, int64(200+i))
-			for ctx.Err() == nil {
-				start := time.Now()
-				op, err := w.Step(ctx)
-				if err != nil {
-					if ctx.Err() == nil {
-						t.Errorf("workload: %v", err)
-					}
-					return
-				}
-				mu.Lock()
-				ops = append(ops, timedOp{op, start, time.Now()})
-				mu.Unlock()
-			}
-		}()
-	}
-	defer func() { cancel(); wg.Wait() }()
+	load := dstest.StartLoad(t, p.src, 3, 200, 0)
 
 	time.Sleep(300 * time.Millisecond) // the writers are busy before dialsync starts
 	started := time.Now()
@@ -220,20 +172,19 @@ func TestBootstrapUnderWrites(t *testing.T) {
 		return false
 	})
 	time.Sleep(time.Second) // streaming under writes
-	cancel()
-	wg.Wait()
+	ops := load.Stop()
 	p.waitCaughtUp(60 * time.Second)
 
 	var during, after []demo.Op
 	for _, o := range ops {
-		if o.end.After(started) && o.start.Before(ckptAt) {
-			during = append(during, o.op)
+		if o.End.After(started) && o.Start.Before(ckptAt) {
+			during = append(during, o.Op)
 		}
 		// Started after the checkpoint was stored, so committed after the
 		// recorded bootstrap position: streamed, so it must have notices.
 		// (Earlier ones are covered by the bootstrap reconcile.)
-		if o.start.After(ckptAt) {
-			after = append(after, o.op)
+		if o.Start.After(ckptAt) {
+			after = append(after, o.Op)
 		}
 	}
 	t.Logf("%d transactions: %d during the bootstrap (%s), %d after it", len(ops), len(during), ckptAt.Sub(started).Round(time.Millisecond), len(after))
@@ -371,17 +322,14 @@ func joinIDs(ids []uint64) string {
 func TestReconcileResumesAfterKill(t *testing.T) {
 	p := newPipe(t, pipeOpt{size: demo.Size{Users: 8_000, ClaimsPerUser: 3, RequirementsPerClaim: 2, VehiclePackagePercent: 50, RandSeed: 9}})
 	// 320 chunks: the run lasts long enough to be killed midway.
-	p.setReconcile("off", 25)
+	p.setReconcile(0, 25)
 	want := len(p.expectedQueue())
 
-	cmd := exec.Command(binPath, "reconcile", "--config", p.cfgPath)
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
-	if err := cmd.Start(); err != nil {
+	var errb proc.Buffer
+	rc, err := proc.Start(binPath, proc.Options{Args: []string{"reconcile", "--config", p.cfgPath}, Stderr: &errb})
+	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
 	count := func() int {
 		var n int
 		// Zero until the command has migrated the schema.
@@ -393,15 +341,12 @@ func TestReconcileResumesAfterKill(t *testing.T) {
 	}
 	// Kill once about a third of the queue is written.
 	waitFor(t, 60*time.Second, "reconcile to write part of the queue", func() bool {
-		select {
-		case <-done:
+		if rc.Exited() {
 			t.Fatalf("reconcile finished before it could be killed; make the data set bigger:\n%s", lastLines(errb.String(), 10))
-		default:
 		}
 		return count() >= want/3
 	})
-	_ = cmd.Process.Kill()
-	<-done
+	rc.Kill()
 	partial := count()
 	t.Logf("killed with %d of %d queue rows written", partial, want)
 	if partial >= want {
@@ -422,7 +367,7 @@ func TestReconcileResumesAfterKill(t *testing.T) {
 // instance holds the lease) but a dry run may run alongside.
 func TestScheduledReconcileRacingStream(t *testing.T) {
 	p := newPipe(t, pipeOpt{})
-	p.setReconcile("1s", 20)
+	p.setReconcile(time.Second, 20)
 	startCaughtUp(t, p)
 	queued := slices.Sorted(maps.Keys(p.expectedQueue()))[:10]
 	var reqs []uint64
@@ -562,15 +507,12 @@ func TestReconcileBadArguments(t *testing.T) {
 		{[]string{"extra"}, `unexpected argument "extra"`},
 	}
 	for _, c := range cases {
-		cmd := exec.Command(binPath, append([]string{"reconcile", "--config", "/nonexistent/config.toml"}, c.args...)...)
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		_ = cmd.Run()
-		if code := cmd.ProcessState.ExitCode(); code != 2 {
-			t.Errorf("%v: exit %d, want 2 (stderr %q)", c.args, code, errb.String())
+		out, errb, code := runCLI(t, 0, nil, append([]string{"reconcile", "--config", "/nonexistent/config.toml"}, c.args...)...)
+		if code != 2 {
+			t.Errorf("%v: exit %d, want 2 (stderr %q)", c.args, code, errb)
 		}
-		if !strings.Contains(errb.String(), c.want) || strings.Count(errb.String(), "\n") != 1 || out.Len() != 0 {
-			t.Errorf("%v: want one line containing %q on stderr, got stdout %q stderr %q", c.args, c.want, out.String(), errb.String())
+		if !strings.Contains(errb, c.want) || strings.Count(errb, "\n") != 1 || out != "" {
+			t.Errorf("%v: want one line containing %q on stderr, got stdout %q stderr %q", c.args, c.want, out, errb)
 		}
 	}
 }
@@ -596,8 +538,8 @@ func TestParseSince(t *testing.T) {
 	}
 }
 
-// TestMeasureReconcile measures the full reconcile of the BRIEF's data set
-// (50k users, 150k claims, 300k requirements): five runs from an empty
+// TestMeasureReconcile measures the full reconcile of the reference data set
+// (demo.DefaultSize: 50k users, 150k claims, 300k requirements): five runs from an empty
 // queue and five at steady state, median of each, as the command reports
 // it (its own time, excluding process start and connecting). Not a timed
 // test: set DIALSYNC_MEASURE_RECONCILE=1 to run it.

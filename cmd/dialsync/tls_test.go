@@ -11,7 +11,6 @@ import (
 	"math/big"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"dialsync/internal/dev/proc"
 	"dialsync/internal/dev/testenv"
 	"dialsync/notice"
 )
@@ -113,14 +113,13 @@ func (ca *testCA) leaf(t testing.TB, dir, name string) (certFile, keyFile string
 func startTLSNATS(t testing.TB, certFile, keyFile string) string {
 	t.Helper()
 	port := freeTCPPort(t)
-	out := &syncBuf{}
-	cmd := exec.Command("/usr/sbin/nats-server", "-a", "127.0.0.1", "-p", strconv.Itoa(port),
-		"-js", "-sd", t.TempDir(), "--tls", "--tlscert", certFile, "--tlskey", keyFile)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
+	srv, err := proc.Start("/usr/sbin/nats-server", proc.Options{Args: []string{"-a", "127.0.0.1", "-p", strconv.Itoa(port),
+		"-js", "-sd", t.TempDir(), "--tls", "--tlscert", certFile, "--tlskey", keyFile}})
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	t.Cleanup(srv.Kill)
+	out := srv.Logs()
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	waitFor(t, 10*time.Second, "nats-server "+addr, func() bool {
 		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)

@@ -1,18 +1,14 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
-	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"dialsync/internal/dev/proc"
 	"dialsync/notice"
 )
 
@@ -20,53 +16,24 @@ import (
 // collected as they arrive.
 type watcher struct {
 	t      *testing.T
-	cmd    *exec.Cmd
-	done   chan struct{}
-	mu     sync.Mutex
-	lines  []string
-	stderr bytes.Buffer
+	p      *proc.Proc
+	lines  proc.Lines
+	stderr proc.Buffer
 }
 
 func startWatch(t *testing.T, p *pipe, args ...string) *watcher {
 	t.Helper()
-	w := &watcher{t: t, done: make(chan struct{})}
-	w.cmd = exec.Command(binPath, append([]string{"watch", "--config", p.cfgPath}, args...)...)
-	out, err := w.cmd.StdoutPipe()
+	w := &watcher{t: t}
+	var err error
+	w.p, err = proc.Start(binPath, proc.Options{Args: append([]string{"watch", "--config", p.cfgPath}, args...), Stdout: &w.lines, Stderr: &w.stderr})
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.cmd.Stderr = &lockedWriter{mu: &w.mu, b: &w.stderr}
-	if err := w.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			w.mu.Lock()
-			w.lines = append(w.lines, sc.Text())
-			w.mu.Unlock()
-		}
-		_, _ = io.Copy(io.Discard, out)
-		_ = w.cmd.Wait()
-		close(w.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-w.done:
-		default:
-			_ = w.cmd.Process.Kill()
-			<-w.done
-		}
-	})
+	t.Cleanup(w.p.Kill)
 	return w
 }
 
-func (w *watcher) snapshot() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return append([]string(nil), w.lines...)
-}
+func (w *watcher) snapshot() []string { return w.lines.Lines() }
 
 // events decodes every line as a notice (JSON lines mode).
 func (w *watcher) events() []notice.Event {
@@ -93,7 +60,7 @@ func (w *watcher) waitEvent(what string, cond func(notice.Event) bool) notice.Ev
 			}
 		}
 		select {
-		case <-w.done:
+		case <-w.p.Done():
 			w.t.Fatalf("watch exited while waiting for %s: %s", what, w.stderrText())
 		case <-time.After(20 * time.Millisecond):
 		}
@@ -102,22 +69,17 @@ func (w *watcher) waitEvent(what string, cond func(notice.Event) bool) notice.Ev
 	return notice.Event{}
 }
 
-func (w *watcher) stderrText() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.stderr.String()
-}
+func (w *watcher) stderrText() string { return w.stderr.String() }
 
 // interrupt sends SIGINT (Ctrl-C) and returns the exit code.
 func (w *watcher) interrupt() int {
 	w.t.Helper()
-	_ = w.cmd.Process.Signal(syscall.SIGINT)
-	select {
-	case <-w.done:
-	case <-time.After(10 * time.Second):
+	_ = w.p.Signal(syscall.SIGINT)
+	code, ok := w.p.Wait(10 * time.Second)
+	if !ok {
 		w.t.Fatal("watch did not exit within 10s of SIGINT")
 	}
-	return w.cmd.ProcessState.ExitCode()
+	return code
 }
 
 func TestWatch(t *testing.T) {

@@ -175,7 +175,7 @@ type ReconcileResult struct {
 	Runs      []ReconcileRun `json:"runs"`
 }
 
-// Target is one of the BRIEF's goals and whether this run met it.
+// Target is one of the performance targets (docs/design.md) and whether this run met it.
 type Target struct {
 	Name     string `json:"name"`
 	Want     string `json:"want"`

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -18,11 +17,11 @@ import (
 
 	_ "github.com/go-mysql-org/go-mysql/driver"
 	"github.com/jackc/pgx/v5"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
+	"dialsync/internal/config"
 	"dialsync/internal/dev/demo"
+	"dialsync/internal/dev/dstest"
 	"dialsync/internal/dev/testenv"
 	"dialsync/internal/publish/natstest"
 )
@@ -59,11 +58,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binPath = filepath.Join(dir, "dialsync")
-	// The test runs in internal/dev/chaos; the module root is three levels up.
-	build := exec.Command("go", "build", "-o", binPath, "./cmd/dialsync")
-	build.Dir = filepath.Join("..", "..", "..")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build dialsync: %v\n%s", err, out)
+	if err := dstest.BuildDialsync(binPath); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
@@ -162,44 +158,19 @@ func TestChaos(t *testing.T) {
 	const pipeline, prefix, stream, subjects = "chaos", "chaos:", "CHAOS", "chaos"
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "config.toml")
-	window := ""
+	cfg := dstest.Config(dstest.Target{
+		Pipeline: pipeline, SourceAddr: my.Addr(), Database: dbName, ServerID: 4343, PostgresDSN: pgs.DSN(),
+		RedisAddr: rs.Addr(), RedisPrefix: prefix, NATSURL: ns.URL, Stream: stream, Subjects: subjects,
+	})
+	cfg.NATS.AckTimeout = config.Dur(2 * time.Second)
+	cfg.Apply.RetryInitial = config.Dur(20 * time.Millisecond)
+	cfg.Apply.RetryMax = config.Dur(time.Second)
 	if *batchWindow != "" {
-		window = fmt.Sprintf("batch_window = %q", *batchWindow)
+		if err := cfg.Apply.BatchWindow.UnmarshalText([]byte(*batchWindow)); err != nil {
+			t.Fatalf("-chaos.batch_window: %v", err)
+		}
 	}
-	cfg := fmt.Sprintf(`
-[pipeline]
-name = %q
-[source]
-addr = %q
-user = "root"
-flavor = "mariadb"
-server_id = 4343
-database = %q
-heartbeat_period = "1s"
-read_timeout = "5s"
-[postgres]
-dsn = %q
-[redis]
-addr = %q
-prefix = %q
-[nats]
-url = %q
-stream = %q
-subject_prefix = %q
-ack_timeout = "2s"
-[http]
-listen = ""
-[apply]
-retry_initial = "20ms"
-retry_max = "1s"
-%s
-[reconcile]
-interval = "off"
-[log]
-format = "json"
-level = "info"
-`, pipeline, my.Addr(), dbName, pgs.DSN(), rs.Addr(), prefix, ns.URL, stream, subjects, window)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+	if err := dstest.WriteConfig(cfgPath, cfg); err != nil {
 		t.Fatal(err)
 	}
 	ds, err := newDialsync(binPath, cfgPath, filepath.Join(dir, "dialsync.log"))
@@ -438,15 +409,7 @@ level = "info"
 	stepErrs, noGTID := l.stepErrs, l.noGTID
 	l.mu.Unlock()
 	f := &figures{}
-	nc, err := nats.Connect(ns.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := dstest.JetStream(t, ns.URL, "")
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	msgs, err := readStream(cctx, js, stream)

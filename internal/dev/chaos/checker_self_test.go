@@ -5,8 +5,7 @@ import (
 	"encoding/json"
 	"testing"
 
-	"github.com/redis/go-redis/v9"
-
+	"dialsync/internal/dev/dstest"
 	"dialsync/internal/dev/testenv"
 )
 
@@ -63,18 +62,11 @@ func TestCheckerCountsLossAndDuplicates(t *testing.T) {
 
 func TestCheckerCountsStaleKeys(t *testing.T) {
 	ctx := context.Background()
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
-	defer rdb.Close()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		t.Skipf("no redis on 127.0.0.1:6379: %v", err)
-	}
 	prefix := testenv.Name(t) + ":"
-	t.Cleanup(func() {
-		keys, _ := rdb.Keys(ctx, prefix+"*").Result()
-		if len(keys) > 0 {
-			rdb.Del(ctx, keys...)
-		}
-	})
+	rdb := dstest.Redis(t, prefix)
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		t.Skipf("no redis on %s: %v", dstest.MachineRedis, err)
+	}
 	// Set at head seq 100..101 for each user.
 	sets := map[string]keySet{
 		"t1": {user: 1, before: 100, after: 101}, // touched at 105: stale

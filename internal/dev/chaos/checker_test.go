@@ -256,8 +256,8 @@ type queueRow struct {
 	oldest        int64 // unix seconds; -1 for NULL
 }
 
-// checkQueue compares call_queue with the BRIEF's default rule evaluated
-// directly on MariaDB by SQL written here.
+// checkQueue compares call_queue with the default queue rule (docs/design.md)
+// evaluated directly on MariaDB by SQL written here.
 func checkQueue(ctx context.Context, f *figures, src *sql.DB, pg *pgx.Conn) error {
 	want := map[uint64]queueRow{}
 	rows, err := src.QueryContext(ctx, `

@@ -4,12 +4,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"regexp"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"dialsync/internal/dev/proc"
 )
 
 // dialsync runs `dialsync run` as a child process under a small supervisor:
@@ -22,8 +23,7 @@ type dialsync struct {
 	logf              *os.File
 
 	mu        sync.Mutex
-	cmd       *exec.Cmd
-	done      chan struct{}
+	p         *proc.Proc // the running process, nil when none
 	wantUp    bool
 	runs      int
 	selfExits []string // "exit code N after Ts"
@@ -43,39 +43,34 @@ func (d *dialsync) start() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.wantUp = true
-	if d.cmd == nil {
+	if d.p == nil {
 		d.launchLocked()
 	}
 }
 
 func (d *dialsync) launchLocked() {
 	fmt.Fprintf(d.logf, "{\"chaos\":\"start run %d\",\"time\":%q}\n", d.runs+1, time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command(d.bin, "run", "--config", d.cfg)
 	// An *os.File is handed to the child as its fd: no copying goroutine,
 	// and the output survives a kill -9.
-	cmd.Stdout, cmd.Stderr = d.logf, d.logf
-	cmd.SysProcAttr = childAttr()
-	if err := cmd.Start(); err != nil {
+	p, err := proc.Start(d.bin, proc.Options{Args: []string{"run", "--config", d.cfg}, Stdout: d.logf, Stderr: d.logf, SysProcAttr: childAttr()})
+	if err != nil {
 		d.startErrs++
 		time.AfterFunc(300*time.Millisecond, d.relaunch)
 		return
 	}
 	d.runs++
-	done := make(chan struct{})
-	d.cmd, d.done = cmd, done
-	started := time.Now()
+	d.p = p
 	offset, _ := d.logf.Seek(0, io.SeekCurrent)
 	go func() {
-		_ = cmd.Wait()
-		close(done)
+		<-p.Done()
 		d.mu.Lock()
 		defer d.mu.Unlock()
-		if d.cmd != cmd {
+		if d.p != p {
 			return // killed or stopped on purpose
 		}
-		d.cmd = nil
-		d.selfExits = append(d.selfExits, fmt.Sprintf("exit code %d (%s) after %s", cmd.ProcessState.ExitCode(),
-			d.lastError(offset), time.Since(started).Round(time.Millisecond)))
+		d.p = nil
+		d.selfExits = append(d.selfExits, fmt.Sprintf("exit code %d (%s) after %s", p.ExitCode(),
+			d.lastError(offset), time.Since(p.Started()).Round(time.Millisecond)))
 		if d.wantUp {
 			time.AfterFunc(300*time.Millisecond, d.relaunch)
 		}
@@ -85,7 +80,7 @@ func (d *dialsync) launchLocked() {
 func (d *dialsync) relaunch() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.wantUp && d.cmd == nil {
+	if d.wantUp && d.p == nil {
 		d.launchLocked()
 	}
 }
@@ -95,20 +90,14 @@ func (d *dialsync) relaunch() {
 func (d *dialsync) signal(sig syscall.Signal) int {
 	d.mu.Lock()
 	d.wantUp = false
-	cmd, done := d.cmd, d.done
-	d.cmd = nil
+	p := d.p
+	d.p = nil
 	d.mu.Unlock()
-	if cmd == nil {
+	if p == nil {
 		return -1
 	}
-	_ = cmd.Process.Signal(sig)
-	select {
-	case <-done:
-	case <-time.After(60 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
-	return cmd.ProcessState.ExitCode()
+	code, _ := p.Stop(sig, 60*time.Second) // SIGKILL after 60s
+	return code
 }
 
 // kill is kill -9: a crash at a random moment.

@@ -286,7 +286,7 @@ func TestWorkloadConcurrentWriters(t *testing.T) {
 	}
 }
 
-// TestSeedDefaultSize measures the default data set (BRIEF: 50k users, 150k
+// TestSeedDefaultSize measures the default data set (DefaultSize: 50k users, 150k
 // claims, 300k requirements). Slow-ish, so opt in: DIALSYNC_SEED_DEFAULT=1.
 func TestSeedDefaultSize(t *testing.T) {
 	if os.Getenv("DIALSYNC_SEED_DEFAULT") == "" {

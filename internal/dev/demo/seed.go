@@ -30,7 +30,7 @@ type Size struct {
 	RandSeed uint64
 }
 
-// DefaultSize is the BRIEF's reference data set: 50k users, 150k claims,
+// DefaultSize is the reference data set: 50k users, 150k claims,
 // 300k requirements, ~51k addresses and 75k vehicle packages.
 var DefaultSize = Size{Users: 50_000, ClaimsPerUser: 3, RequirementsPerClaim: 2, VehiclePackagePercent: 50, RandSeed: 1}
 

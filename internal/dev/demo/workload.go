@@ -20,11 +20,11 @@ type Op struct {
 	Kind string
 	// Tables lists the tables with at least one changed row, sorted.
 	Tables []string
-	// Users are the users the BRIEF's touch rules map this transaction to
-	// (users -> id; claims -> old and new user_id; requirements and
-	// packages -> their claim's user; addresses -> owner plus users whose
-	// current_user_address_id points at it), as seen inside the
-	// transaction; sorted, distinct. Empty for untracked-only transactions
+	// Users are the users dialsync's touch rules (docs/design.md) map this
+	// transaction to (users -> id; claims -> old and new user_id;
+	// requirements and packages -> their claim's user; addresses -> owner
+	// plus users whose current_user_address_id points at it), as seen
+	// inside the transaction; sorted, distinct. Empty for untracked-only transactions
 	// and for rows whose claim no longer exists.
 	Users []uint64
 	// Rows is the number of rows changed (sum of affected rows).
