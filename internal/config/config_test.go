@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"dialsync/handlers"
 )
 
 // minimal is the smallest valid document: the required keys only.
@@ -108,7 +110,7 @@ func TestDefaults(t *testing.T) {
 			t.Errorf("%s = %v, want %v", ch.key, ch.got, ch.want)
 		}
 	}
-	for _, table := range TrackedTables {
+	for _, table := range handlers.Tables() {
 		if got := c.Tables.OnErrorFor(table); got != OnErrorHalt {
 			t.Errorf("OnErrorFor(%s) = %q, want halt", table, got)
 		}
@@ -217,7 +219,7 @@ func TestValidationErrors(t *testing.T) {
 		{"retry_initial", func(c *Config) { c.Apply.RetryInitial = Dur(0) }, "apply.retry_initial", "greater than 0"},
 		{"retry_max", func(c *Config) { c.Apply.RetryMax = Dur(time.Millisecond) }, "apply.retry_max", "apply.retry_initial"},
 		{"queue_sql token", func(c *Config) { c.Rules.QueueSQL = "SELECT 1" }, "rules.queue_sql", UsersToken},
-		{"user key without id", func(c *Config) { c.Cache.UserKeys = []string{"user:context"} }, "cache.user_keys", IDToken},
+		{"user key without id", func(c *Config) { c.Cache.UserKeys = []string{"user:context"} }, "cache.user_keys", handlers.IDPlaceholder},
 		{"empty queue key", func(c *Config) { c.Cache.QueueKeys = []string{" "} }, "cache.queue_keys", "empty"},
 		{"include_values form", func(c *Config) { c.Notices.IncludeValues = []string{"status"} }, "notices.include_values", "table.column"},
 		{"include_values table", func(c *Config) { c.Notices.IncludeValues = []string{"orders.total"} }, "notices.include_values", "not tracked"},

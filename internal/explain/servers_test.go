@@ -17,9 +17,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"dialsync/internal/dev/demo"
+	"dialsync/internal/dev/testenv"
 	"dialsync/internal/lookup"
 	"dialsync/internal/pgstore"
-	"dialsync/internal/dev/testenv"
 	"dialsync/notice"
 )
 

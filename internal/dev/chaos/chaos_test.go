@@ -23,8 +23,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"dialsync/internal/dev/demo"
-	"dialsync/internal/publish/natstest"
 	"dialsync/internal/dev/testenv"
+	"dialsync/internal/publish/natstest"
 )
 
 var (
