@@ -745,22 +745,22 @@ func TestByteSizeAndDuration(t *testing.T) {
 }
 
 func TestClientTLS(t *testing.T) {
-	if tc, err := (TLSConfig{Mode: TLSDisabled}).ClientTLS("h"); tc != nil || err != nil {
+	if tc, err := (TLSConfig{Mode: TLSDisabled}).ClientTLS("source", "h"); tc != nil || err != nil {
 		t.Errorf("disabled: %v %v", tc, err)
 	}
-	tc, err := (TLSConfig{Mode: TLSSkipVerify}).ClientTLS("db.example")
+	tc, err := (TLSConfig{Mode: TLSSkipVerify}).ClientTLS("source", "db.example")
 	if err != nil || !tc.InsecureSkipVerify || tc.ServerName != "db.example" {
 		t.Errorf("skip-verify: %+v %v", tc, err)
 	}
-	tc, err = (TLSConfig{Mode: TLSRequired, ServerName: "override"}).ClientTLS("db.example")
+	tc, err = (TLSConfig{Mode: TLSRequired, ServerName: "override"}).ClientTLS("source", "db.example")
 	if err != nil || tc.InsecureSkipVerify || tc.ServerName != "override" {
 		t.Errorf("required: %+v %v", tc, err)
 	}
-	if _, err := (TLSConfig{Mode: TLSRequired, CAFile: writeSecret(t, "not pem")}).ClientTLS("h"); err == nil {
+	if _, err := (TLSConfig{Mode: TLSRequired, CAFile: writeSecret(t, "not pem")}).ClientTLS("source", "h"); err == nil {
 		t.Error("a CA file without PEM was accepted")
 	}
 	ca := selfSignedPEM(t)
-	tc, err = (TLSConfig{Mode: TLSRequired, CAFile: writeSecret(t, string(ca))}).ClientTLS("h")
+	tc, err = (TLSConfig{Mode: TLSRequired, CAFile: writeSecret(t, string(ca))}).ClientTLS("source", "h")
 	if err != nil || tc.RootCAs == nil {
 		t.Errorf("CA file: %v", err)
 	}
