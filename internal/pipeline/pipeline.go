@@ -69,7 +69,9 @@ type Pipeline struct {
 	cp    checkpoint.Checkpoint
 	found bool
 
-	runOnce   sync.Once
+	mu        sync.Mutex // guards ran and closed
+	ran       bool
+	closed    bool
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -197,13 +199,23 @@ func (p *Pipeline) spawn(fn func()) {
 }
 
 // Run streams until ctx ends (nil: the batch in hand is applied and its
-// checkpoint stored), or a fatal error, or the lease is lost. With no
-// checkpoint it first bootstraps: stopped during the bootstrap it returns
-// nil and the next run bootstraps again. Run may be called once.
+// checkpoint stored), or a fatal error, or the lease is lost, or Close is
+// called. With no checkpoint it first bootstraps: stopped during the
+// bootstrap it returns nil and the next run bootstraps again. Run may be
+// called once, before Close; Close waits for it to return.
 func (p *Pipeline) Run(ctx context.Context) error {
-	err := errors.New("pipeline: Run called twice")
-	p.runOnce.Do(func() { err = p.run(ctx) })
-	return err
+	p.mu.Lock()
+	if p.ran || p.closed {
+		p.mu.Unlock()
+		return errors.New("pipeline: Run called twice or after Close")
+	}
+	p.ran = true
+	// Counted like the goroutines it starts, so that they are all added
+	// while the count is above zero, even if Close is waiting already.
+	p.wg.Add(1)
+	p.mu.Unlock()
+	defer p.wg.Done()
+	return p.run(ctx)
 }
 
 func (p *Pipeline) run(ctx context.Context) error {
@@ -268,13 +280,16 @@ func (p *Pipeline) run(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the pipeline: it cancels every goroutine the pipeline started
-// and waits for all of them (a scheduled reconcile or housekeeping in
-// progress included), then closes the http server, releases the lease and
-// closes the clients, in that order, so nothing reaches a server once the
-// lease is given up. Safe to call more than once.
+// Close stops the pipeline: it cancels Run and every goroutine the pipeline
+// started and waits for all of them (a scheduled reconcile or housekeeping
+// in progress included), then closes the http server, releases the lease
+// and closes the clients, in that order, so nothing reaches a server once
+// the lease is given up. Safe to call more than once.
 func (p *Pipeline) Close() error {
 	p.closeOnce.Do(func() {
+		p.mu.Lock()
+		p.closed = true
+		p.mu.Unlock()
 		p.cancel(nil)
 		p.wg.Wait()
 		var errs []error
