@@ -6,11 +6,13 @@ import (
 	"strings"
 )
 
-// Default cache keys, as docs/design.md lists them. The config
-// layer starts from these; NewKeys itself takes the lists as given.
+// Default cache keys, the ones the dialler reads (docs/design.md, pipeline).
+// The config layer starts from these; NewKeys itself takes the lists as
+// given.
 var (
-	// DefaultUserKeyTemplates are the per-user keys; "{id}" is the user id.
-	DefaultUserKeyTemplates = []string{"user:{id}:context", "user:{id}:claims"}
+	// DefaultUserKeyTemplates are the per-user keys; IDPlaceholder is the
+	// user id.
+	DefaultUserKeyTemplates = []string{"user:" + IDPlaceholder + ":context", "user:" + IDPlaceholder + ":claims"}
 	// DefaultQueueKeys are dropped when queue membership or a queued row
 	// changes.
 	DefaultQueueKeys = []string{"eligible_users", "queue:queued"}

@@ -2,7 +2,8 @@ package handlers
 
 import "dialsync/change"
 
-// The five source tables (docs/design.md). Any other table is ignored.
+// The five source tables (docs/design.md, pipeline). Any other table is
+// ignored.
 const (
 	TableUsers                = "users"
 	TableUserAddresses        = "user_addresses"
@@ -39,6 +40,17 @@ var ownColumns = [...]struct {
 	kindClaims:          {TableClaims, []string{"id", "user_id"}},
 	kindRequirements:    {TableClaimRequirements, []string{"id", "claim_id"}},
 	kindVehiclePackages: {TableClaimVehiclePackages, []string{"id", "claim_id"}},
+}
+
+// Tables returns the tracked tables' names in Specs order (users, then the
+// tables that point at them): the one list of them every part of dialsync
+// uses (config validation, metrics, the demo schema). The slice is fresh.
+func Tables() []string {
+	names := make([]string, len(ownColumns))
+	for i, oc := range ownColumns {
+		names[i] = oc.table
+	}
+	return names
 }
 
 // IsTracked reports whether Handle does anything with rows of table. Table

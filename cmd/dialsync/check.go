@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,10 +15,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"dialsync/change"
 	"dialsync/checkpoint"
-	"dialsync/handlers"
 	"dialsync/internal/cache"
+	"dialsync/internal/clients"
 	"dialsync/internal/config"
 	"dialsync/internal/dbschema"
 	"dialsync/internal/preflight"
@@ -105,9 +103,9 @@ func runChecks(ctx context.Context, cfg *config.Config, log *slog.Logger) prefli
 	// PostgreSQL first: the source checks need the stored checkpoint.
 	in := preflight.SourceInput{
 		Flavor: cfg.Source.Flavor, ServerID: cfg.Source.ServerID, Database: cfg.Source.Database,
-		Tables: trackedSpecs(cfg),
+		Tables: clients.Specs(cfg),
 	}
-	pcfg, err := pgxpool.ParseConfig(cfg.Postgres.DSN)
+	pcfg, err := clients.PostgresConfig(cfg)
 	if err != nil {
 		add(preflight.Result{Name: "postgres", Status: preflight.Fail,
 			Detail: "postgres.dsn is not a valid PostgreSQL connection string", Fix: "fix postgres.dsn (a postgres:// URL or key=value pairs)"})
@@ -119,21 +117,21 @@ func runChecks(ctx context.Context, cfg *config.Config, log *slog.Logger) prefli
 		step(func(ctx context.Context) {
 			pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 			if err != nil {
-				add(preflight.Result{Name: "postgres", Status: preflight.Fail, Detail: fmt.Sprintf("%s: %v", where, redactErr(err, cfg)),
+				add(preflight.Result{Name: "postgres", Status: preflight.Fail, Detail: fmt.Sprintf("%s: %v", where, clients.Redact(err, cfg)),
 					Fix: "check postgres.dsn (DIALSYNC_POSTGRES_DSN)"})
 				in.CheckpointErr = errors.New("PostgreSQL is not usable (see the postgres check)")
 				return
 			}
 			defer pool.Close()
 			r := preflight.CheckPostgres(ctx, pool, cfg.Postgres.Schema, where)
-			r.Detail = redactErr(errors.New(r.Detail), cfg).Error()
+			r.Detail = clients.Redact(errors.New(r.Detail), cfg).Error()
 			add(r)
 			in.Checkpoint, in.CheckpointErr = loadCheckpointForCheck(ctx, pool, cfg, r)
 		})
 		add(preflight.CheckTLS("postgres", pcfg.ConnConfig.Host, pcfg.ConnConfig.TLSConfig != nil))
 	}
 
-	srcTLS, err := tlsFor("source", cfg.Source.TLSConfig, hostOf(cfg.Source.Addr), log)
+	srcTLS, err := clients.SourceTLS(cfg, cfg.Source.Addr, log)
 	if err != nil {
 		add(preflight.Result{Name: "tls.source", Status: preflight.Fail, Detail: err.Error(), Fix: "fix the source.tls_* keys"})
 	}
@@ -142,40 +140,40 @@ func runChecks(ctx context.Context, cfg *config.Config, log *slog.Logger) prefli
 	srcReport := preflight.CheckSource(ctx, src, in)
 	add(srcReport...)
 	if err == nil {
-		add(preflight.CheckTLS("source", hostOf(cfg.Source.Addr), srcTLS != nil))
+		add(preflight.CheckTLS("source", clients.HostOf(cfg.Source.Addr), srcTLS != nil))
 	}
 	if srcReport[0].Status == preflight.OK {
 		step(func(ctx context.Context) { add(checkLookupServer(ctx, cfg, src)) })
 	}
 
 	step(func(ctx context.Context) {
-		redisTLS, err := tlsFor("redis", cfg.Redis.TLSConfig, hostOf(cfg.Redis.Addr), log)
+		cc, err := clients.CacheConfig(cfg, log)
 		where := redisWhere(cfg.Redis.Addr)
 		if err == nil {
 			var c *cache.Cache
-			c, err = cache.Open(ctx, cache.Config{Addr: cfg.Redis.Addr, Username: cfg.Redis.Username,
-				Password: cfg.Redis.Password, DB: cfg.Redis.DB, TLS: redisTLS}, log)
+			c, err = cache.Open(ctx, cc, log)
 			if err == nil {
 				c.Close()
 			}
 		}
 		if err != nil {
-			err = redactErr(err, cfg)
+			err = clients.Redact(err, cfg)
 		}
 		add(preflight.CheckRedis(where, err))
-		add(preflight.CheckTLS("redis", hostOf(strings.TrimPrefix(strings.TrimPrefix(where, "rediss://"), "redis://")),
-			redisTLS != nil || strings.HasPrefix(cfg.Redis.Addr, "rediss://")))
+		add(preflight.CheckTLS("redis", clients.HostOf(strings.TrimPrefix(strings.TrimPrefix(where, "rediss://"), "redis://")),
+			cc.TLS != nil || strings.HasPrefix(cfg.Redis.Addr, "rediss://")))
 	})
 
 	step(func(ctx context.Context) {
 		where := natsWhere(cfg.NATS.URL)
-		natsTLS, err := tlsFor("nats", cfg.NATS.TLSConfig, "", log)
+		opts, natsTLS, err := clients.NATSOptions(cfg, log)
 		var nc *nats.Conn
 		if err == nil {
-			nc, err = natsConnect(cfg.NATS, natsTLS)
+			// A short-lived connection: no reconnects.
+			nc, err = nats.Connect(cfg.NATS.URL, append(opts, nats.Name("dialsync-check"), nats.Timeout(checkTimeout), nats.NoReconnect())...)
 		}
 		if err != nil {
-			add(preflight.NATSUnreachable(where, redactErr(err, cfg)))
+			add(preflight.NATSUnreachable(where, clients.Redact(err, cfg)))
 			return
 		}
 		defer nc.Close()
@@ -184,7 +182,9 @@ func runChecks(ctx context.Context, cfg *config.Config, log *slog.Logger) prefli
 			add(preflight.NATSUnreachable(where, err))
 			return
 		}
-		add(preflight.CheckStream(ctx, js, streamConfig(cfg)))
+		if pc, err := clients.PublishConfig(cfg, nil, log); err == nil {
+			add(preflight.CheckStream(ctx, js, pc))
+		}
 		u, _ := url.Parse(nc.ConnectedUrlRedacted())
 		host := ""
 		if u != nil {
@@ -224,45 +224,10 @@ func checkLookupServer(ctx context.Context, cfg *config.Config, src *preflight.S
 	lkID, err := l.Identity(ctx)
 	if err != nil {
 		return preflight.Result{Name: "lookup_server", Status: preflight.Fail,
-			Detail: fmt.Sprintf("cannot query the lookup server %s: %v", lk.Addr, redactErr(err, cfg)),
+			Detail: fmt.Sprintf("cannot query the lookup server %s: %v", lk.Addr, clients.Redact(err, cfg)),
 			Fix:    "check lookup.addr, lookup.user and lookup.password (empty keys inherit [source])"}
 	}
 	return preflight.CheckLookupSame(srcID, lkID)
-}
-
-// trackedSpecs are the tables and columns the handlers read, as run uses
-// them (with notices.include_values).
-func trackedSpecs(cfg *config.Config) []change.TableSpec {
-	if extra := includeValues(cfg.Notices.IncludeValues); len(extra) > 0 {
-		return handlers.SpecsWith(extra)
-	}
-	return handlers.Specs()
-}
-
-// natsConnect opens a short-lived NATS connection with the configured
-// authentication (the same options as the publisher, without reconnects).
-func natsConnect(c config.NATSConfig, tlsCfg *tls.Config) (*nats.Conn, error) {
-	opts := []nats.Option{nats.Name("dialsync-check"), nats.Timeout(checkTimeout), nats.NoReconnect()}
-	if tlsCfg != nil {
-		opts = append(opts, nats.Secure(tlsCfg))
-	}
-	if c.CredsFile != "" {
-		opts = append(opts, nats.UserCredentials(c.CredsFile))
-	}
-	if c.NKeyFile != "" {
-		o, err := nats.NkeyOptionFromSeed(c.NKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("nats.nkey_file %s: %w", c.NKeyFile, err)
-		}
-		opts = append(opts, o)
-	}
-	if c.Token != "" {
-		opts = append(opts, nats.Token(c.Token))
-	}
-	if c.User != "" || c.Password != "" {
-		opts = append(opts, nats.UserInfo(c.User, c.Password))
-	}
-	return nats.Connect(c.URL, opts...)
 }
 
 // natsWhere names the NATS servers without credentials.

@@ -12,10 +12,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"dialsync/checkpoint"
 	"dialsync/internal/lookup"
 	"dialsync/internal/metrics"
 	"dialsync/internal/pgstore"
+	"dialsync/internal/pipeline"
 	"dialsync/internal/reconcile"
 )
 
@@ -106,7 +106,7 @@ func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 	// Operator commands print their own output; the logger carries only
 	// warnings from the libraries and the apply loop.
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("pipeline", cfg.Pipeline.Name)
-	env, err := openEnv(ctx, cfg, log)
+	env, err := pipeline.OpenEnv(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -146,8 +146,8 @@ type deadLetterJSON struct {
 	RetriedAt  *time.Time      `json:"retried_at"`
 }
 
-func listDeadLetters(ctx context.Context, env *env, limit int, asJSON bool, stdout io.Writer) error {
-	dls, err := env.queue.DeadLetters(ctx, limit)
+func listDeadLetters(ctx context.Context, env *pipeline.Env, limit int, asJSON bool, stdout io.Writer) error {
+	dls, err := env.Queue.DeadLetters(ctx, limit)
 	if err != nil {
 		return err
 	}
@@ -160,7 +160,7 @@ func listDeadLetters(ctx context.Context, env *env, limit int, asJSON bool, stdo
 		return json.NewEncoder(stdout).Encode(out)
 	}
 	if len(dls) == 0 {
-		fmt.Fprintf(stdout, "no dead letters in pipeline %s\n", env.cfg.Pipeline.Name)
+		fmt.Fprintf(stdout, "no dead letters in pipeline %s\n", env.Cfg.Pipeline.Name)
 		return nil
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
@@ -190,11 +190,11 @@ func dlPosition(d pgstore.DeadLetter) string {
 	return s
 }
 
-func retryDeadLetters(ctx context.Context, env *env, log *slog.Logger, ids []int64, all bool, reason string, stdout io.Writer) error {
-	cfg := env.cfg
+func retryDeadLetters(ctx context.Context, env *pipeline.Env, log *slog.Logger, ids []int64, all bool, reason string, stdout io.Writer) error {
+	cfg := env.Cfg
 	// Resolve the ids before anything else: an unknown id is an operator
 	// mistake (exit 2) and nothing is done. Dead letters are few: read all.
-	known, err := env.queue.DeadLetters(ctx, 0)
+	known, err := env.Queue.DeadLetters(ctx, 0)
 	if err != nil {
 		return err
 	}
@@ -232,19 +232,19 @@ func retryDeadLetters(ctx context.Context, env *env, log *slog.Logger, ids []int
 		return fmt.Errorf("refusing: instance %s holds the lease for pipeline %s (epoch %d); stop it first "+
 			"(its scheduled reconcile also recomputes every user)", holder, cfg.Pipeline.Name, epoch)
 	}
-	holder, epoch, held, err := checkpoint.Holder(ctx, env.pool, cfg.Postgres.Schema, cfg.Pipeline.Name)
+	holder, epoch, held, err := env.Holder(ctx)
 	if err != nil {
 		return err
 	}
 	if held {
 		return refuse(holder, epoch)
 	}
-	lease, err := env.takeLease(ctx, "deadletters", log, refuse)
+	lease, err := env.TakeLease(ctx, "deadletters", log, refuse)
 	if err != nil {
 		return err
 	}
 	defer lease.Release(context.WithoutCancel(ctx))
-	ctx, rec, stop, err := env.startLoop(ctx, lease, log,
+	ctx, rec, stop, err := env.StartLoop(ctx, lease, log,
 		"lost the pipeline lease: stopping (rerun the retry: recomputing is idempotent)")
 	if err != nil {
 		return err
@@ -261,7 +261,7 @@ func retryDeadLetters(ctx context.Context, env *env, log *slog.Logger, ids []int
 		var users []uint64
 		var lerr error
 		if perr == nil && pk > 0 {
-			users, lerr = env.lookup.RowUsers(ctx, d.Table, pk)
+			users, lerr = env.Lookup.RowUsers(ctx, d.Table, pk)
 		}
 		switch {
 		case perr != nil || pk == 0 || errors.Is(lerr, lookup.ErrUntrackedTable):
@@ -286,7 +286,7 @@ func retryDeadLetters(ctx context.Context, env *env, log *slog.Logger, ids []int
 			}
 			done = "recomputed users " + joinUints(users) + ": " + driftText(s)
 		}
-		if err := env.queue.MarkRetried(ctx, d.ID); err != nil {
+		if err := env.Queue.MarkRetried(ctx, d.ID); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "%s: %s; marked retried\n", what, done)

@@ -3,25 +3,20 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"regexp"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/redis/go-redis/v9"
 
-	"dialsync/handlers"
+	"dialsync/internal/clients"
 	"dialsync/internal/config"
 	"dialsync/internal/explain"
-	"dialsync/internal/lookup"
 )
 
 func init() {
@@ -126,7 +121,7 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	user, err := explain.ParseUserID(pos[0])
 	if err != nil {
-		return usageError{err}
+		return usageError{Err: err}
 	}
 	if *latest < 0 {
 		return usagef("--notices %d: must be 0 or more", *latest)
@@ -139,12 +134,12 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	// bury it.
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
-	keys, err := handlers.NewKeys(cfg.Redis.Prefix, cfg.Cache.UserKeys, cfg.Cache.QueueKeys)
+	keys, err := clients.Keys(cfg)
 	if err != nil {
-		return usagef("cache: %v", err)
+		return err
 	}
 	lk := cfg.EffectiveLookup()
-	srcTLS, err := tlsFor("source", cfg.Source.TLSConfig, hostOf(lk.Addr), log)
+	srcTLS, err := clients.SourceTLS(cfg, lk.Addr, log)
 	if err != nil {
 		return err
 	}
@@ -155,15 +150,12 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	src, err := explain.OpenSource(connectCtx, explain.SourceConfig{
 		Addr: lk.Addr, User: lk.User, Password: lk.Password, Database: lk.Database, TLS: srcTLS})
 	if err != nil {
-		return fmt.Errorf("explain: %w", redactErr(err, cfg))
+		return fmt.Errorf("explain: %w", clients.Redact(err, cfg))
 	}
 	defer src.Close()
-	rule, err := lookup.Open(connectCtx, lookup.Config{
-		Addr: lk.Addr, User: lk.User, Password: lk.Password, Database: lk.Database,
-		TLS: srcTLS, QueueSQL: cfg.Rules.QueueSQL, MaxOpen: 1,
-	}, log)
+	rule, err := clients.Lookup(connectCtx, cfg, srcTLS, 1, log)
 	if err != nil {
-		return fmt.Errorf("explain: %w", redactErr(err, cfg))
+		return fmt.Errorf("explain: %w", clients.Redact(err, cfg))
 	}
 	defer rule.Close()
 
@@ -178,14 +170,14 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		defer pool.Close()
 		d.Queue = explain.PGQueue{Pool: pool, Schema: cfg.Postgres.Schema}
 	}
-	if rdb, err := inspectRedis(connectCtx, cfg, log); err != nil {
+	if rdb, err := clients.Redis(connectCtx, cfg, log); err != nil {
 		d.Keys = explain.Failed{Err: err}
 	} else {
 		defer rdb.Close()
 		d.Keys = explain.RedisKeys{Client: rdb}
 	}
 	if *latest > 0 {
-		if nc, err := inspectNATS(cfg, "dialsync-explain", log); err != nil {
+		if nc, err := clients.NATS(cfg, "dialsync-explain", log); err != nil {
 			d.Notices = explain.Failed{Err: err}
 		} else {
 			defer nc.Close()
@@ -202,7 +194,7 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	defer cancelRead()
 	report, err := explain.Build(readCtx, d, user)
 	if err != nil {
-		return redactErr(err, cfg)
+		return clients.Redact(err, cfg)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -215,7 +207,7 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("explain: write report: %w", err)
 	}
 	if inc := report.Incomplete(); inc != "" {
-		return redactErr(fmt.Errorf("explain: incomplete report: %s", inc), cfg)
+		return clients.Redact(fmt.Errorf("explain: incomplete report: %s", inc), cfg)
 	}
 	return nil
 }
@@ -223,126 +215,10 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 // inspectPostgres connects a one-connection pool for reading; it does not
 // migrate (read-only commands never change the schema).
 func inspectPostgres(ctx context.Context, cfg *config.Config) (*pgxpool.Pool, error) {
-	pcfg, err := pgxpool.ParseConfig(cfg.Postgres.DSN)
+	pcfg, err := clients.PostgresConfig(cfg)
 	if err != nil {
-		// pgx's parse errors can quote the DSN (and its password): not wrapped.
-		return nil, errors.New("postgres.dsn: not a valid PostgreSQL connection string (URL or key=value)")
+		return nil, err
 	}
 	pcfg.MaxConns = 1
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err == nil {
-		if err = pool.Ping(ctx); err != nil {
-			pool.Close()
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("postgres at %s:%d: %w", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, redactErr(err, cfg))
-	}
-	return pool, nil
-}
-
-// inspectRedis connects to Redis as [redis] says: host:port, a
-// redis:// or rediss:// URL, a comma-separated cluster list, or sentinels
-// with master_name. Errors never quote a URL (it may hold a password).
-func inspectRedis(ctx context.Context, cfg *config.Config, log *slog.Logger) (redis.UniversalClient, error) {
-	r := cfg.Redis
-	tc, err := tlsFor("redis", r.TLSConfig, hostOf(r.Addr), log)
-	if err != nil {
-		return nil, err
-	}
-	var rdb redis.UniversalClient
-	addrs := r.Addrs()
-	where := strings.Join(addrs, ",")
-	if len(addrs) == 1 && strings.Contains(addrs[0], "://") {
-		where = "the configured URL" // not shown: it may hold a password
-		if _, err := url.Parse(addrs[0]); err != nil {
-			return nil, errors.New("redis addr: malformed URL (not shown: it may hold a password)")
-		}
-		opts, err := redis.ParseURL(addrs[0])
-		if err != nil {
-			return nil, fmt.Errorf("redis addr: %w", err)
-		}
-		if r.Username != "" {
-			opts.Username = r.Username
-		}
-		if r.Password != "" {
-			opts.Password = r.Password
-		}
-		if r.DB != 0 {
-			opts.DB = r.DB
-		}
-		if tc != nil {
-			opts.TLSConfig = tc
-		}
-		rdb = redis.NewClient(opts)
-	} else {
-		rdb = redis.NewUniversalClient(&redis.UniversalOptions{
-			Addrs: addrs, MasterName: r.MasterName, Username: r.Username, Password: r.Password, DB: r.DB,
-			TLSConfig: tc, MaxRetries: 1,
-		})
-	}
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		rdb.Close()
-		return nil, fmt.Errorf("redis at %s: %w", where, redactErr(err, cfg))
-	}
-	return rdb, nil
-}
-
-// inspectNATS connects to NATS with [nats]'s address, TLS and credentials,
-// reconnecting forever (watch runs for long; explain closes it at once).
-func inspectNATS(cfg *config.Config, name string, log *slog.Logger) (*nats.Conn, error) {
-	n := cfg.NATS
-	opts := []nats.Option{
-		nats.Name(name),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
-		nats.Timeout(5 * time.Second),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("nats disconnected", "err", err)
-			}
-		}),
-	}
-	tc, err := tlsFor("nats", n.TLSConfig, "", log)
-	if err != nil {
-		return nil, err
-	}
-	if tc != nil {
-		opts = append(opts, nats.Secure(tc))
-	}
-	if n.CredsFile != "" {
-		opts = append(opts, nats.UserCredentials(n.CredsFile))
-	}
-	if n.NKeyFile != "" {
-		o, err := nats.NkeyOptionFromSeed(n.NKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("nats.nkey_file %s: %w", n.NKeyFile, err)
-		}
-		opts = append(opts, o)
-	}
-	if n.Token != "" {
-		opts = append(opts, nats.Token(n.Token))
-	}
-	if n.User != "" || n.Password != "" {
-		opts = append(opts, nats.UserInfo(n.User, n.Password))
-	}
-	nc, err := nats.Connect(n.URL, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w", redactNATSURL(n.URL), redactErr(err, cfg))
-	}
-	return nc, nil
-}
-
-// redactNATSURL drops any user:password@ from each URL of a list.
-func redactNATSURL(s string) string {
-	parts := strings.Split(s, ",")
-	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
-			u.User = nil
-			parts[i] = u.String()
-		} else if err != nil {
-			parts[i] = "(unparsable URL)"
-		}
-	}
-	return strings.Join(parts, ",")
+	return clients.Postgres(ctx, cfg, pcfg)
 }

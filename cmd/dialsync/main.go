@@ -17,6 +17,8 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+
+	"dialsync/internal/config"
 )
 
 // Exit codes. They are part of the interface (documented in the README).
@@ -26,13 +28,11 @@ const (
 	exitUsage   = 2 // bad command line or configuration
 )
 
-// usageError marks errors caused by the command line or the configuration.
-type usageError struct{ err error }
+// usageError marks errors caused by the command line or the configuration
+// (the packages below cmd make them with config.Usagef).
+type usageError = config.UsageError
 
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
-
-func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+func usagef(format string, a ...any) error { return config.Usagef(format, a...) }
 
 type command struct {
 	order         int // position in the help list
@@ -56,8 +56,8 @@ func init() {
 
 // defaultMemoryLimit is the Go runtime's soft memory limit unless GOMEMLIMIT
 // says otherwise: the garbage collector works harder near it instead of
-// letting the heap double, which keeps a busy pipeline's RSS bounded (BRIEF:
-// under 64 MB) without any effect on a quiet one.
+// letting the heap double, which keeps a busy pipeline's RSS bounded (under
+// 64 MB: docs/design.md, invariant 7) without any effect on a quiet one.
 const defaultMemoryLimit = 48 << 20
 
 func main() {
@@ -161,7 +161,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return usageError{err}
+		return usageError{Err: err}
 	}
 	return nil
 }

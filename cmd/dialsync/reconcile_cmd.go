@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"dialsync/checkpoint"
 	"dialsync/internal/metrics"
+	"dialsync/internal/pipeline"
 	"dialsync/internal/progress"
 	"dialsync/internal/reconcile"
 )
@@ -154,13 +154,13 @@ func runReconcileCmd(ctx context.Context, args []string, stdout, stderr io.Write
 		return err
 	}
 	log := newLogger(cfg, stderr)
-	env, err := openEnv(ctx, cfg, log)
+	env, err := pipeline.OpenEnv(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer env.Close()
 
-	holder, epoch, held, err := checkpoint.Holder(ctx, env.pool, cfg.Postgres.Schema, cfg.Pipeline.Name)
+	holder, epoch, held, err := env.Holder(ctx)
 	if err != nil {
 		return err
 	}
@@ -177,22 +177,22 @@ func runReconcileCmd(ctx context.Context, args []string, stdout, stderr io.Write
 	if a.dryRun {
 		// Read-only: the lookup server and the queue table, no lease, no
 		// apply loop, no Redis or NATS.
-		if err := env.connectLookup(ctx); err != nil {
+		if err := env.ConnectLookup(ctx); err != nil {
 			return err
 		}
 		rec = &reconcile.Reconciler{
-			Loop: reconcile.Direct{}, Lookup: env.lookup, Queue: env.queue, Keys: env.keys,
+			Loop: reconcile.Direct{}, Lookup: env.Lookup, Queue: env.Queue, Keys: env.Keys,
 			Pipeline: cfg.Pipeline.Name, SubjectPrefix: cfg.NATS.SubjectPrefix,
 			ChunkSize: cfg.Reconcile.ChunkSize,
 		}
 	} else {
-		lease, err := env.takeLease(ctx, "reconcile", log, refuse)
+		lease, err := env.TakeLease(ctx, "reconcile", log, refuse)
 		if err != nil {
 			return err
 		}
 		defer lease.Release(context.WithoutCancel(ctx))
 		var stop func()
-		ctx, rec, stop, err = env.startLoop(ctx, lease, log,
+		ctx, rec, stop, err = env.StartLoop(ctx, lease, log,
 			"lost the pipeline lease: stopping the reconcile (rerun it: every chunk is idempotent)")
 		if err != nil {
 			return err
@@ -209,7 +209,7 @@ func runReconcileCmd(ctx context.Context, args []string, stdout, stderr io.Write
 	case !a.since.IsZero():
 		res.Mode = "since"
 		res.Since = a.since.UTC().Format(time.RFC3339)
-		if users, err = env.lookup.UsersChangedSince(ctx, a.since); err != nil {
+		if users, err = env.Lookup.UsersChangedSince(ctx, a.since); err != nil {
 			return err
 		}
 		log.Info("users changed since", "since", res.Since, "users", len(users))
@@ -220,7 +220,7 @@ func runReconcileCmd(ctx context.Context, args []string, stdout, stderr io.Write
 	var sum reconcile.Summary
 	if res.Mode == "all" {
 		var maxID uint64
-		if maxID, err = env.lookup.MaxUserID(ctx); err != nil {
+		if maxID, err = env.Lookup.MaxUserID(ctx); err != nil {
 			return err
 		}
 		bar = progress.New(stderr, "reconcile", "user ids", int64(maxID))

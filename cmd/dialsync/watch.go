@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"dialsync/internal/clients"
 	"dialsync/internal/explain"
 	"dialsync/internal/progress"
 	"dialsync/notice"
@@ -169,7 +170,7 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
-	nc, err := inspectNATS(cfg, "dialsync-watch", log)
+	nc, err := clients.NATS(cfg, "dialsync-watch", log)
 	if err != nil {
 		return fmt.Errorf("watch: %w", err)
 	}

@@ -1,8 +1,8 @@
 // Package cache deletes the dialler's Redis cache keys. Deletion is the only
 // write: it is idempotent, so replaying a batch after a crash is harmless
-// (BRIEF invariant 2), and the apply loop calls Del only after the change is
-// visible on the lookup server, so a reader can never refill a key with data
-// older than the change (invariant 3).
+// (docs/design.md, invariant 2), and the apply loop calls Del only after the
+// change is visible on the lookup server, so a reader can never refill a key
+// with data older than the change (invariant 3).
 package cache
 
 import (
@@ -21,7 +21,7 @@ import (
 
 // MaxPipeline is the most commands sent in one pipeline. Larger key lists
 // are sent as several pipelines, in order, so neither side buffers an
-// unbounded request or reply (BRIEF invariant 7).
+// unbounded request or reply (docs/design.md, invariant 7).
 const MaxPipeline = 10_000
 
 // Config says how to reach Redis.
@@ -58,7 +58,7 @@ type Cache struct {
 // retries a failing dial (5 attempts, 5 s dial timeout each), so an
 // unbounded ctx may wait long on a TLS mismatch or a silent host.
 func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Cache, error) {
-	opts, err := options(cfg)
+	opts, err := Options(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("cache: %w", err)
 	}
@@ -78,9 +78,11 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Cache, error) 
 	return c, nil
 }
 
-// options turns cfg into go-redis options. Its errors never quote a URL:
-// one may carry a password (net/url's own errors quote the whole URL).
-func options(cfg Config) (*redis.Options, error) {
+// Options turns cfg into go-redis options: the one place a Redis
+// connection's settings are made (Open, and the read-only commands that
+// need a raw client). Its errors never quote a URL: one may carry a
+// password (net/url's own errors quote the whole URL).
+func Options(cfg Config) (*redis.Options, error) {
 	if cfg.Addr == "" {
 		return nil, errors.New("redis addr is empty: want host:port or a redis:// URL")
 	}

@@ -289,7 +289,7 @@ func TestOpenURLSelectsDB(t *testing.T) {
 }
 
 func TestOptionsTLS(t *testing.T) {
-	o, err := options(Config{Addr: "rediss://cache.example.com:6380"})
+	o, err := Options(Config{Addr: "rediss://cache.example.com:6380"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +297,7 @@ func TestOptionsTLS(t *testing.T) {
 		t.Errorf("rediss:// TLS config = %+v, want ServerName cache.example.com", o.TLSConfig)
 	}
 	given := &tls.Config{MinVersion: tls.VersionTLS13}
-	o, err = options(Config{Addr: "cache.example.com:6380", TLS: given})
+	o, err = Options(Config{Addr: "cache.example.com:6380", TLS: given})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +307,7 @@ func TestOptionsTLS(t *testing.T) {
 	if given.ServerName != "" {
 		t.Error("options modified the caller's tls.Config")
 	}
-	o, err = options(Config{Addr: "redis://u:p@h:1/2", Username: "u2", Password: "p2"})
+	o, err = Options(Config{Addr: "redis://u:p@h:1/2", Username: "u2", Password: "p2"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,22 +17,18 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
-)
 
-// Tracked source tables (BRIEF section 3). Kept here rather than imported from
-// handlers so config stays a leaf package every binary part can import.
-var TrackedTables = []string{"users", "user_addresses", "claims", "claim_requirements", "claim_vehicle_packages"}
+	"dialsync/handlers"
+)
 
 // UsersToken is the placeholder in rules.queue_sql that dialsync replaces with
 // a predicate on the user id (for the batch of users being recomputed).
 const UsersToken = "{users}"
-
-// IDToken is the placeholder in cache.user_keys replaced by the user id.
-const IDToken = "{id}"
 
 // Config is the whole configuration. Each section's fields carry the TOML key
 // in their tag; `secret:"true"` marks values that are redacted and may also
@@ -230,14 +226,15 @@ type ApplyConfig struct {
 // RulesConfig holds the business rules.
 type RulesConfig struct {
 	// QueueSQL is the queue rule evaluated on the lookup server; empty means
-	// the built-in rule (BRIEF section 4). It must contain UsersToken, which
+	// the built-in rule (docs/design.md, pipeline). It must contain UsersToken, which
 	// dialsync replaces with a predicate on the user id for the batch.
 	QueueSQL string `toml:"queue_sql"`
 }
 
 // CacheConfig names the Redis keys deleted on a change.
 type CacheConfig struct {
-	// UserKeys are per-user templates; each must contain IDToken.
+	// UserKeys are per-user templates; each must contain
+	// handlers.IDPlaceholder.
 	UserKeys []string `toml:"user_keys"`
 	// QueueKeys are deleted when queue membership or a queued row changes.
 	QueueKeys []string `toml:"queue_keys"`
@@ -299,23 +296,27 @@ type TablePolicy struct {
 // OnErrorFor returns the effective policy for a table (its override, else the
 // default).
 func (t TablesConfig) OnErrorFor(table string) string {
-	var p TablePolicy
-	switch table {
-	case "users":
-		p = t.Users
-	case "user_addresses":
-		p = t.UserAddresses
-	case "claims":
-		p = t.Claims
-	case "claim_requirements":
-		p = t.ClaimRequirements
-	case "claim_vehicle_packages":
-		p = t.ClaimVehiclePackages
-	}
-	if p.OnError != "" {
+	if p := t.policy(table); p.OnError != "" {
 		return p.OnError
 	}
 	return t.OnError
+}
+
+// policy is table's own section (zero for a table that is not tracked).
+func (t TablesConfig) policy(table string) TablePolicy {
+	switch table {
+	case handlers.TableUsers:
+		return t.Users
+	case handlers.TableUserAddresses:
+		return t.UserAddresses
+	case handlers.TableClaims:
+		return t.Claims
+	case handlers.TableClaimRequirements:
+		return t.ClaimRequirements
+	case handlers.TableClaimVehiclePackages:
+		return t.ClaimVehiclePackages
+	}
+	return TablePolicy{}
 }
 
 // HousekeepingConfig prunes checkpoint history and dead letters.
@@ -389,8 +390,8 @@ func Default() *Config {
 			RetryMax:      Dur(10 * time.Second),
 		},
 		Cache: CacheConfig{
-			UserKeys:  []string{"user:{id}:context", "user:{id}:claims"},
-			QueueKeys: []string{"eligible_users", "queue:queued"},
+			UserKeys:  slices.Clone(handlers.DefaultUserKeyTemplates),
+			QueueKeys: slices.Clone(handlers.DefaultQueueKeys),
 		},
 		Notices:      NoticesConfig{IncludeValues: []string{}},
 		Reconcile:    ReconcileConfig{Interval: Dur(time.Hour), ChunkSize: 5000, OnStart: "if-no-checkpoint"},

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"dialsync/handlers"
 )
 
 // minimal is the smallest valid document: the required keys only.
@@ -108,7 +110,7 @@ func TestDefaults(t *testing.T) {
 			t.Errorf("%s = %v, want %v", ch.key, ch.got, ch.want)
 		}
 	}
-	for _, table := range TrackedTables {
+	for _, table := range handlers.Tables() {
 		if got := c.Tables.OnErrorFor(table); got != OnErrorHalt {
 			t.Errorf("OnErrorFor(%s) = %q, want halt", table, got)
 		}
@@ -217,7 +219,7 @@ func TestValidationErrors(t *testing.T) {
 		{"retry_initial", func(c *Config) { c.Apply.RetryInitial = Dur(0) }, "apply.retry_initial", "greater than 0"},
 		{"retry_max", func(c *Config) { c.Apply.RetryMax = Dur(time.Millisecond) }, "apply.retry_max", "apply.retry_initial"},
 		{"queue_sql token", func(c *Config) { c.Rules.QueueSQL = "SELECT 1" }, "rules.queue_sql", UsersToken},
-		{"user key without id", func(c *Config) { c.Cache.UserKeys = []string{"user:context"} }, "cache.user_keys", IDToken},
+		{"user key without id", func(c *Config) { c.Cache.UserKeys = []string{"user:context"} }, "cache.user_keys", handlers.IDPlaceholder},
 		{"empty queue key", func(c *Config) { c.Cache.QueueKeys = []string{" "} }, "cache.queue_keys", "empty"},
 		{"include_values form", func(c *Config) { c.Notices.IncludeValues = []string{"status"} }, "notices.include_values", "table.column"},
 		{"include_values table", func(c *Config) { c.Notices.IncludeValues = []string{"orders.total"} }, "notices.include_values", "not tracked"},
@@ -743,22 +745,22 @@ func TestByteSizeAndDuration(t *testing.T) {
 }
 
 func TestClientTLS(t *testing.T) {
-	if tc, err := (TLSConfig{Mode: TLSDisabled}).ClientTLS("h"); tc != nil || err != nil {
+	if tc, err := (TLSConfig{Mode: TLSDisabled}).ClientTLS("source", "h"); tc != nil || err != nil {
 		t.Errorf("disabled: %v %v", tc, err)
 	}
-	tc, err := (TLSConfig{Mode: TLSSkipVerify}).ClientTLS("db.example")
+	tc, err := (TLSConfig{Mode: TLSSkipVerify}).ClientTLS("source", "db.example")
 	if err != nil || !tc.InsecureSkipVerify || tc.ServerName != "db.example" {
 		t.Errorf("skip-verify: %+v %v", tc, err)
 	}
-	tc, err = (TLSConfig{Mode: TLSRequired, ServerName: "override"}).ClientTLS("db.example")
+	tc, err = (TLSConfig{Mode: TLSRequired, ServerName: "override"}).ClientTLS("source", "db.example")
 	if err != nil || tc.InsecureSkipVerify || tc.ServerName != "override" {
 		t.Errorf("required: %+v %v", tc, err)
 	}
-	if _, err := (TLSConfig{Mode: TLSRequired, CAFile: writeSecret(t, "not pem")}).ClientTLS("h"); err == nil {
+	if _, err := (TLSConfig{Mode: TLSRequired, CAFile: writeSecret(t, "not pem")}).ClientTLS("source", "h"); err == nil {
 		t.Error("a CA file without PEM was accepted")
 	}
 	ca := selfSignedPEM(t)
-	tc, err = (TLSConfig{Mode: TLSRequired, CAFile: writeSecret(t, string(ca))}).ClientTLS("h")
+	tc, err = (TLSConfig{Mode: TLSRequired, CAFile: writeSecret(t, string(ca))}).ClientTLS("source", "h")
 	if err != nil || tc.RootCAs == nil {
 		t.Errorf("CA file: %v", err)
 	}

@@ -160,3 +160,14 @@ func kindName(k unstable.Kind) string {
 	}
 	return "date/time"
 }
+
+// UsageError marks an error the command line or the configuration caused
+// (a bad value, a file a key names that cannot be read): dialsync exits 2
+// for it, 1 for everything else (the exit codes the README documents).
+type UsageError struct{ Err error }
+
+func (e UsageError) Error() string { return e.Err.Error() }
+func (e UsageError) Unwrap() error { return e.Err }
+
+// Usagef is a UsageError with a formatted message.
+func Usagef(format string, a ...any) error { return UsageError{fmt.Errorf(format, a...)} }

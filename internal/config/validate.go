@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"dialsync/handlers"
 )
 
 var (
@@ -181,8 +183,8 @@ func (c *Config) Validate() error {
 
 	// [cache]
 	for i, k := range c.Cache.UserKeys {
-		if !strings.Contains(k, IDToken) {
-			p.add("cache.user_keys", "entry %d (%q) must contain %s, replaced by the user id", i+1, k, IDToken)
+		if !strings.Contains(k, handlers.IDPlaceholder) {
+			p.add("cache.user_keys", "entry %d (%q) must contain %s, replaced by the user id", i+1, k, handlers.IDPlaceholder)
 		}
 	}
 	for i, k := range c.Cache.QueueKeys {
@@ -197,8 +199,8 @@ func (c *Config) Validate() error {
 		switch {
 		case !ok || !columnRe.MatchString(col):
 			p.add("notices.include_values", "entry %q is invalid: write \"table.column\", e.g. \"claims.status\"", tc)
-		case !slices.Contains(TrackedTables, table):
-			p.add("notices.include_values", "entry %q names table %q, which is not tracked: use one of %s", tc, table, strings.Join(TrackedTables, ", "))
+		case !handlers.IsTracked(table):
+			p.add("notices.include_values", "entry %q names table %q, which is not tracked: use one of %s", tc, table, strings.Join(handlers.Tables(), ", "))
 		}
 	}
 
@@ -212,16 +214,9 @@ func (c *Config) Validate() error {
 	p.oneOf("reconcile.on_start", c.Reconcile.OnStart, "if-no-checkpoint", "always", "never")
 	p.oneOf("recovery.on_purged", c.Recovery.OnPurged, "fail", "reconcile")
 	p.oneOf("tables.on_error", c.Tables.OnError, OnErrorHalt, OnErrorDeadLetter)
-	for _, tp := range []struct {
-		table string
-		v     string
-	}{
-		{"users", c.Tables.Users.OnError}, {"user_addresses", c.Tables.UserAddresses.OnError},
-		{"claims", c.Tables.Claims.OnError}, {"claim_requirements", c.Tables.ClaimRequirements.OnError},
-		{"claim_vehicle_packages", c.Tables.ClaimVehiclePackages.OnError},
-	} {
-		if tp.v != "" {
-			p.oneOf("tables."+tp.table+".on_error", tp.v, OnErrorHalt, OnErrorDeadLetter)
+	for _, table := range handlers.Tables() {
+		if v := c.Tables.policy(table).OnError; v != "" {
+			p.oneOf("tables."+table+".on_error", v, OnErrorHalt, OnErrorDeadLetter)
 		}
 	}
 

@@ -69,6 +69,34 @@ type Config struct {
 	OnReconnect func()
 }
 
+// AuthOptions are the NATS connect options for c's TLS and authentication
+// (TLS, CredsFile, NKeyFile, Token, User and Password): every connection
+// dialsync makes to NATS (this publisher, and the check, explain and watch
+// commands) takes them from here.
+func (c Config) AuthOptions() ([]nats.Option, error) {
+	var opts []nats.Option
+	if c.TLS != nil {
+		opts = append(opts, nats.Secure(c.TLS))
+	}
+	if c.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(c.CredsFile))
+	}
+	if c.NKeyFile != "" {
+		o, err := nats.NkeyOptionFromSeed(c.NKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("nkey file %s: %w", c.NKeyFile, err)
+		}
+		opts = append(opts, o)
+	}
+	if c.Token != "" {
+		opts = append(opts, nats.Token(c.Token))
+	}
+	if c.User != "" || c.Password != "" {
+		opts = append(opts, nats.UserInfo(c.User, c.Password))
+	}
+	return opts, nil
+}
+
 func (c *Config) defaults() {
 	if c.Stream == "" {
 		c.Stream = DefaultStream
@@ -156,25 +184,11 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Publisher, err
 			log.Warn("nats async error", "err", err)
 		}),
 	}
-	if cfg.TLS != nil {
-		opts = append(opts, nats.Secure(cfg.TLS))
+	auth, err := cfg.AuthOptions()
+	if err != nil {
+		return nil, fmt.Errorf("publish: %w", err)
 	}
-	if cfg.CredsFile != "" {
-		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
-	}
-	if cfg.NKeyFile != "" {
-		o, err := nats.NkeyOptionFromSeed(cfg.NKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("publish: nkey file %s: %w", cfg.NKeyFile, err)
-		}
-		opts = append(opts, o)
-	}
-	if cfg.Token != "" {
-		opts = append(opts, nats.Token(cfg.Token))
-	}
-	if cfg.User != "" || cfg.Password != "" {
-		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
-	}
+	opts = append(opts, auth...)
 
 	nc, err := nats.Connect(cfg.URL, opts...)
 	if err != nil {

@@ -12,6 +12,8 @@ import (
 	_ "embed"
 	"fmt"
 	"strings"
+
+	"dialsync/handlers"
 )
 
 // Schema is the DDL of the source tables: users, user_addresses, claims,
@@ -21,7 +23,7 @@ import (
 var Schema string
 
 // Tables lists the five tracked source tables, in dependency order.
-var Tables = []string{"users", "user_addresses", "claims", "claim_requirements", "claim_vehicle_packages"}
+var Tables = handlers.Tables()
 
 // UntrackedTable is a table in Schema that dialsync does not track.
 const UntrackedTable = "audit_log"

@@ -1,4 +1,4 @@
-package main
+package pipeline
 
 import (
 	"context"
@@ -10,7 +10,9 @@ import (
 
 	"dialsync/canal"
 	"dialsync/change"
+	"dialsync/handlers"
 	"dialsync/internal/apply"
+	"dialsync/internal/clients"
 	"dialsync/internal/lookup"
 	"dialsync/internal/metrics"
 	"dialsync/internal/preflight"
@@ -18,12 +20,12 @@ import (
 	"dialsync/internal/reconcile"
 )
 
-// monitor turns what the pipeline does into metrics and readiness. It is
+// Monitor turns what the pipeline does into metrics and readiness. It is
 // fed by the apply loop's hooks and a once-a-second poll; it never changes
 // pipeline state.
-type monitor struct {
+type Monitor struct {
 	m      *metrics.Metrics
-	env    *env
+	env    *Env
 	log    *slog.Logger
 	maxLag time.Duration
 
@@ -40,26 +42,26 @@ type monitor struct {
 	pos change.Position // last stored checkpoint
 }
 
-func newMonitor(e *env, m *metrics.Metrics, log *slog.Logger) *monitor {
-	o := &monitor{m: m, env: e, log: log, maxLag: e.cfg.Health.MaxLag.Duration()}
+func newMonitor(e *Env, m *metrics.Metrics, version string, log *slog.Logger) *Monitor {
+	o := &Monitor{m: m, env: e, log: log, maxLag: e.Cfg.Health.MaxLag.Duration()}
 	o.behindBytes.Store(-1)
 	m.RetentionHeadroomSeconds.Set(math.Inf(1)) // until measured
-	m.SetBuildInfo(buildVersion())
-	m.InitTables("users", "user_addresses", "claims", "claim_requirements", "claim_vehicle_packages")
+	m.SetBuildInfo(version)
+	m.InitTables(handlers.Tables()...)
 	for _, s := range apply.BatchStages() {
 		m.InitStages(s.String())
 	}
 	return o
 }
 
-func (o *monitor) setLeader(epoch int64) {
+func (o *Monitor) setLeader(epoch int64) {
 	o.leader.Store(true)
 	o.m.Leader.Set(1)
 	o.m.Epoch.Set(float64(epoch))
 }
 
 // onApplied is apply.Config.OnApplied.
-func (o *monitor) onApplied(st apply.BatchStats) {
+func (o *Monitor) onApplied(st apply.BatchStats) {
 	m := o.m
 	m.Transactions.Add(float64(st.Txns))
 	m.BatchTxns.Observe(float64(st.Txns))
@@ -106,7 +108,7 @@ func (o *monitor) onApplied(st apply.BatchStats) {
 }
 
 // onSaved is apply.Config.OnSaved: a checkpoint write.
-func (o *monitor) onSaved(pos change.Position, took time.Duration) {
+func (o *Monitor) onSaved(pos change.Position, took time.Duration) {
 	now := time.Now()
 	o.lastSave.Store(now.UnixNano())
 	o.m.CheckpointTimestamp.Set(float64(now.Unix()))
@@ -117,13 +119,13 @@ func (o *monitor) onSaved(pos change.Position, took time.Duration) {
 }
 
 // onRetry is apply.Config.OnRetry: a failed attempt of a stage.
-func (o *monitor) onRetry(stage apply.Stage, _ string, _ error) {
+func (o *Monitor) onRetry(stage apply.Stage, _ string, _ error) {
 	o.m.Retries.WithLabelValues(stage.String(), stage.Server()).Inc()
 	o.m.Errors.WithLabelValues(stage.String(), stage.Server()).Inc()
 }
 
 // onReconcile records a reconcile run.
-func (o *monitor) onReconcile(trigger string, s reconcile.Summary) {
+func (o *Monitor) onReconcile(trigger string, s reconcile.Summary) {
 	o.m.ReconcileRuns.WithLabelValues(trigger).Inc()
 	o.m.ReconcileSeconds.Observe(s.Took.Seconds())
 	o.m.ReconcileDrift.WithLabelValues(metrics.KindEntered).Set(float64(s.Entered))
@@ -136,7 +138,7 @@ func (o *monitor) onReconcile(trigger string, s reconcile.Summary) {
 // behind (transactions waiting in the loop, or binlog bytes not yet read),
 // and zero when caught up. Source heartbeats keep the reader connected on
 // an idle source, so "nothing pending" really means caught up.
-func (o *monitor) lag() time.Duration {
+func (o *Monitor) lag() time.Duration {
 	loop := o.loop.Load()
 	pending := loop != nil && loop.Pending() > 0
 	if !pending && o.behindBytes.Load() <= 0 {
@@ -150,7 +152,7 @@ func (o *monitor) lag() time.Duration {
 }
 
 // poll updates the gauges that need a look at the servers.
-func (o *monitor) poll(ctx context.Context) {
+func (o *Monitor) poll(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for i := 0; ; i++ {
@@ -166,14 +168,14 @@ func (o *monitor) poll(ctx context.Context) {
 		if ls := o.lastSave.Load(); ls != 0 {
 			o.m.CheckpointAgeSeconds.Set(time.Since(time.Unix(0, ls)).Seconds())
 		}
-		if i%5 == 0 && o.env.lookup != nil {
+		if i%5 == 0 && o.env.Lookup != nil {
 			o.pollSource(ctx)
 		}
 		o.m.LagSeconds.Set(o.lag().Seconds())
 	}
 }
 
-func (o *monitor) pollSource(ctx context.Context) {
+func (o *Monitor) pollSource(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	// Retention headroom: the source expires a binlog file by its last
@@ -181,7 +183,7 @@ func (o *monitor) pollSource(ctx context.Context) {
 	// minus how far behind we are. No expiry configured: no limit (+Inf,
 	// so the alert stays quiet). RDS's own 'binlog retention hours' needs a
 	// procedure call: `dialsync check` reports it.
-	vars, err := o.env.lookup.GlobalVars(ctx, "binlog_expire_logs_seconds", "expire_logs_days")
+	vars, err := o.env.Lookup.GlobalVars(ctx, "binlog_expire_logs_seconds", "expire_logs_days")
 	if err == nil {
 		if d, _ := preflight.BinlogRetention(vars); d > 0 {
 			o.m.RetentionHeadroomSeconds.Set((d - o.lag()).Seconds())
@@ -195,7 +197,7 @@ func (o *monitor) pollSource(ctx context.Context) {
 	if pos.File == "" {
 		return
 	}
-	logs, err := o.env.lookup.BinaryLogs(ctx)
+	logs, err := o.env.Lookup.BinaryLogs(ctx)
 	if err != nil {
 		return
 	}
@@ -207,7 +209,7 @@ func (o *monitor) pollSource(ctx context.Context) {
 
 // ready is /readyz: a standby is ready (it is doing its job: waiting); a
 // leader is ready when every server answers and lag is under health.max_lag.
-func (o *monitor) ready(ctx context.Context) (bool, any) {
+func (o *Monitor) ready(ctx context.Context) (bool, any) {
 	type check struct {
 		OK     bool   `json:"ok"`
 		Detail string `json:"detail,omitempty"`
@@ -222,24 +224,24 @@ func (o *monitor) ready(ctx context.Context) (bool, any) {
 	add := func(name string, err error) {
 		if err != nil {
 			ok = false
-			checks[name] = check{Detail: redactErr(err, o.env.cfg).Error()}
+			checks[name] = check{Detail: clients.Redact(err, o.env.Cfg).Error()}
 			return
 		}
 		checks[name] = check{OK: true}
 	}
 	e := o.env
-	if e.pool != nil {
-		add("postgres", e.pool.Ping(ctx))
+	if e.Pool != nil {
+		add("postgres", e.Pool.Ping(ctx))
 	}
-	if e.lookup != nil {
-		add("mysql", e.lookup.Ping(ctx))
+	if e.Lookup != nil {
+		add("mysql", e.Lookup.Ping(ctx))
 	}
-	if e.cache != nil {
-		add("redis", e.cache.Ping(ctx))
+	if e.Cache != nil {
+		add("redis", e.Cache.Ping(ctx))
 	}
-	if e.pub != nil {
+	if e.Pub != nil {
 		var err error
-		if !e.pub.Healthy() {
+		if !e.Pub.Healthy() {
 			err = errNotConnected
 		}
 		add("nats", err)

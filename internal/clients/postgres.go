@@ -1,0 +1,42 @@
+package clients
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"dialsync/internal/config"
+)
+
+// errBadDSN is postgres.dsn not parsing. pgx's parse errors can quote the
+// DSN (and its password): they are never shown.
+var errBadDSN = errors.New("postgres.dsn: not a valid PostgreSQL connection string (URL or key=value)")
+
+// PostgresConfig parses postgres.dsn into a pool configuration (with
+// postgres.max_conns) for the caller to adjust. Its error never quotes the
+// DSN.
+func PostgresConfig(cfg *config.Config) (*pgxpool.Config, error) {
+	pcfg, err := pgxpool.ParseConfig(cfg.Postgres.DSN)
+	if err != nil {
+		return nil, errBadDSN
+	}
+	pcfg.MaxConns = int32(cfg.Postgres.MaxConns)
+	return pcfg, nil
+}
+
+// Postgres opens the pool of pcfg and pings the server. The error names
+// the server as host:port, never a secret.
+func Postgres(ctx context.Context, cfg *config.Config, pcfg *pgxpool.Config) (*pgxpool.Pool, error) {
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err == nil {
+		if err = pool.Ping(ctx); err != nil {
+			pool.Close()
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("postgres at %s:%d: %w", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, Redact(err, cfg))
+	}
+	return pool, nil
+}
