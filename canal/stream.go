@@ -236,7 +236,7 @@ func parseStartGTID(flavor, text string) (mysql.GTIDSet, error) {
 	if set.String() == "" {
 		// go-mysql parses "," (MariaDB) to an empty set, and starting from
 		// an empty set silently falls back to the oldest binlog without
-		// GTID tracking (notes/canal.md rule 5).
+		// GTID tracking (docs/canal.md, "Start position rules").
 		return nil, fatalf("start position: %s GTID set %q names no transaction: %s", flavor, text, positionHint)
 	}
 	return set, nil

@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// Lease defaults (BRIEF section 6: the standby takes over within seconds).
+// Lease defaults (docs/design.md, "HA: lease, epoch and fencing": the standby takes over within seconds).
 const (
 	// DefaultLeaseCheck is how often a leader renews its heartbeat
 	// (config ha.lease_check).

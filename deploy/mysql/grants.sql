@@ -1,4 +1,4 @@
--- Least-privilege MySQL/MariaDB account for dialsync (BRIEF invariant 6:
+-- Least-privilege MySQL/MariaDB account for dialsync (docs/design.md, invariant 6:
 -- zero writes to the source).
 --
 -- Run as an administrator ON THE SERVER WHOSE BINLOG DIALSYNC READS (on RDS:

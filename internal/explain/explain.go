@@ -43,7 +43,7 @@ const (
 	RuleCustom  = "custom"
 )
 
-// Clause names of the built-in rule (BRIEF section 4), in evaluation order.
+// Clause names of the built-in rule (docs/design.md, "The queue rule"), in evaluation order.
 const (
 	ClauseNotSoftDeleted = "not_soft_deleted"
 	ClauseEnabled        = "enabled"

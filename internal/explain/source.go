@@ -72,7 +72,7 @@ func (s *Source) exec(ctx context.Context, q string) (*mysql.Result, error) {
 }
 
 // The queries mirror the built-in rule's expressions (lookup.DefaultQueueSQL,
-// BRIEF section 4) one clause at a time, so the SERVER decides each clause
+// docs/design.md, "The queue rule") one clause at a time, so the SERVER decides each clause
 // with the columns' own types and collations (e.g. status = 'active' is
 // case-insensitive under utf8mb4_unicode_ci, and a phone of spaces is empty
 // under PAD SPACE collations).

@@ -1,8 +1,8 @@
 // Package lookup answers the apply loop's questions on the lookup server:
 // which user owns a claim, which users an address belongs to, and the
-// queue rule (BRIEF section 4) for a batch or a range of users.
+// queue rule (docs/design.md, "The queue rule") for a batch or a range of users.
 //
-// The lookup server must be the server whose binlog dialsync reads (BRIEF
+// The lookup server must be the server whose binlog dialsync reads (docs/design.md,
 // invariant 3); ServerUUID returns the identity a preflight compares.
 // Every connection is READ ONLY at the session level: this package cannot
 // write to the source even if the configured rule tries to.

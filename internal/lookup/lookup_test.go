@@ -101,8 +101,8 @@ func query(t testing.TB, db *sql.DB, q string, fn func(rows *sql.Rows) error) {
 	}
 }
 
-// bruteForce reads every relevant row into Go and applies BRIEF section 4's
-// rule independently of the SQL. Times are read as UNIX_TIMESTAMP, which
+// bruteForce reads every relevant row into Go and applies the queue rule of
+// docs/design.md independently of the SQL. Times are read as UNIX_TIMESTAMP, which
 // does not depend on any session time zone. It returns the expected rows and
 // all user ids.
 func bruteForce(t testing.TB, db *sql.DB) (map[uint64]queue.Row, []uint64) {
@@ -575,8 +575,8 @@ func TestTLSConfigReachesClient(t *testing.T) {
 	}
 }
 
-// TestReconcileDefaultSize measures a full range pass over the BRIEF's
-// reference data (50k users, 150k claims, 300k requirements). Opt in with
+// TestReconcileDefaultSize measures a full range pass over the
+// reference data set of docs/design.md (50k users, 150k claims, 300k requirements). Opt in with
 // DIALSYNC_SEED_DEFAULT=1 (seeding takes seconds); the figure is logged,
 // not asserted (timing belongs to the benchmark harness).
 func TestReconcileDefaultSize(t *testing.T) {

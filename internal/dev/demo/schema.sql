@@ -1,5 +1,5 @@
 -- The source schema dialsync is built for: the five tables of a Laravel
--- claims application (BRIEF section 3) plus audit_log, a table dialsync does
+-- claims application (docs/design.md, "Source tables") plus audit_log, a table dialsync does
 -- not track (the workload writes it to prove untracked rows are ignored yet
 -- still advance the checkpoint).
 --
