@@ -29,6 +29,16 @@ var ErrPositionGone = errors.New("binlog position not available on the source")
 // flavor): the flavor, the server variables, and the tracked tables. Head
 // runs it too, so a bootstrap stops before it does any work. Its errors
 // are fatal, one line, and name the setting and the fix. It reports
+
+// The fix for each binlog setting dialsync needs, worded once: the stream's
+// start check says it in its error, `dialsync check` (internal/preflight)
+// prints it beside the setting.
+const (
+	FixLogBin   = "start the server with log_bin enabled (my.cnf [mysqld]: log_bin = mysql-bin, then restart; RDS: enable automated backups, backup retention period > 0)"
+	FixFormat   = "SET GLOBAL binlog_format = 'ROW', and binlog_format = ROW in the server configuration so it survives a restart (RDS: parameter group binlog_format = ROW, then reboot)"
+	FixRowImage = "SET GLOBAL binlog_row_image = 'FULL', and binlog_row_image = FULL in the server configuration (RDS: parameter group binlog_row_image = full)"
+)
+
 // whether go-mysql must fill zero LogPos values (MariaDB >= 11.4).
 func checkSource(cfg Config, conn *client.Conn) (fillZeroLogPos bool, err error) {
 	version := conn.GetServerVersion()
@@ -49,13 +59,13 @@ func checkSource(cfg Config, conn *client.Conn) (fillZeroLogPos bool, err error)
 	case uint32(serverID) == cfg.ServerID:
 		return false, fatalf("source %s has server_id %d, the same as our server_id: set source.server_id to a value unique among the source's replicas", cfg.Addr, serverID)
 	case logBin != "1":
-		return false, fatalf("log_bin is OFF on source %s: start the server with --log-bin (RDS: enable automated backups)", cfg.Addr)
+		return false, fatalf("log_bin is OFF on source %s: %s", cfg.Addr, FixLogBin)
 	case format != "ROW":
-		return false, fatalf("binlog_format is %s on source %s, dialsync needs ROW: SET GLOBAL binlog_format = 'ROW' and make it permanent in the server configuration (RDS: parameter group)", format, cfg.Addr)
+		return false, fatalf("binlog_format is %s on source %s, dialsync needs ROW (statement events carry no row images): %s", format, cfg.Addr, FixFormat)
 	case image != "FULL":
 		// MINIMAL/NOBLOB images leave unlogged columns nil, indistinguishable
 		// from NULL; go-mysql checks this only for the mysql flavor.
-		return false, fatalf("binlog_row_image is %s on source %s, dialsync needs FULL: SET GLOBAL binlog_row_image = 'FULL' and make it permanent in the server configuration (RDS: parameter group)", image, cfg.Addr)
+		return false, fatalf("binlog_row_image is %s on source %s, dialsync needs FULL (unlogged columns are indistinguishable from NULL): %s", image, cfg.Addr, FixRowImage)
 	}
 	if cfg.Flavor == mysql.MySQLFlavor {
 		// go-mysql stops on partial JSON updates.

@@ -79,8 +79,8 @@ func (s *streamer) checkRows(tr *tracked, e *gocanal.RowsEvent) error {
 				// server logs only some columns and go-mysql gives nil for
 				// the others, indistinguishable from NULL: nothing of the
 				// row can be trusted.
-				return fatalf("table %s.%s at %s (after the last committed position %s): the row image has no value for primary key column %q, so the writing session did not log full row images (binlog_row_image is MINIMAL or NOBLOB) and the change cannot be applied exactly: set binlog_row_image = FULL globally (SET GLOBAL binlog_row_image = 'FULL', and in the server's config) and make sure no session overrides it, then run 'dialsync checkpoint reset --to-head --reason \"row image not FULL\"' (it reconciles the whole queue) and start dialsync again",
-					s.cfg.Database, tr.spec.Table, s.at(e.Header.LogPos), s.last, cols[i].Name)
+				return fatalf("table %s.%s at %s (after the last committed position %s): the row image has no value for primary key column %q, so the writing session did not log full row images (binlog_row_image is MINIMAL or NOBLOB) and the change cannot be applied exactly: %s; make sure no session overrides it; then run 'dialsync checkpoint reset --to-head --reason \"row image not FULL\"' (it reconciles the whole queue) and start dialsync again",
+					s.cfg.Database, tr.spec.Table, s.at(e.Header.LogPos), s.last, cols[i].Name, FixRowImage)
 			}
 		}
 		for i, v := range row {

@@ -83,7 +83,7 @@ func (s *streamer) checkStatement(h *replication.EventHeader, pos mysql.Position
 	return false, nil
 }
 
-const statementFix = "set binlog_format = ROW globally (SET GLOBAL binlog_format = 'ROW', and in the server's config) and make sure no session overrides it, then move the checkpoint past this event with 'dialsync checkpoint reset --to-head --reason \"statement-based change\"' (it reconciles the whole queue) and start dialsync again"
+const statementFix = FixFormat + "; make sure no session overrides it; then move the checkpoint past this event with 'dialsync checkpoint reset --to-head --reason \"statement-based change\"' (it reconciles the whole queue) and start dialsync again"
 
 // statementText reads the query text of the event at file:pos. SHOW BINLOG
 // EVENTS shows it as "use `db`; <query>" when the session had a default

@@ -341,7 +341,7 @@ var badCases = []badCase{
 
 	// ---- source server settings: exit 1, nothing stored ----
 	{name: "binlog off", my: privateMariaDB(testenv.MariaDBOptions{NoBinlog: true}), code: 1,
-		want: []string{"log_bin is off", "--log-bin"}, ckpt: "none"},
+		want: []string{"log_bin is off", "log_bin enabled"}, ckpt: "none"},
 	{name: "statement format", my: privateMariaDB(testenv.MariaDBOptions{BinlogFormat: "STATEMENT"}), code: 1,
 		want: []string{"binlog_format is statement", "needs row", "set global binlog_format"}, ckpt: "none"},
 	{name: "mixed format", my: privateMariaDB(testenv.MariaDBOptions{BinlogFormat: "MIXED"}), code: 1,

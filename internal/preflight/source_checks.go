@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 
+	"dialsync/canal"
 	"dialsync/change"
 	"dialsync/checkpoint"
 	"dialsync/internal/lookup"
@@ -102,7 +103,7 @@ func checkLogBin(v map[string]string) Result {
 	if on(v["log_bin"]) {
 		return ok("log_bin", "ON")
 	}
-	return fail("log_bin", "start the server with log_bin enabled (my.cnf [mysqld]: log_bin = mysql-bin, then restart; RDS: enable automated backups, backup retention period > 0)",
+	return fail("log_bin", canal.FixLogBin,
 		"binary logging is OFF")
 }
 
@@ -111,7 +112,7 @@ func checkFormat(v map[string]string) Result {
 	if f == "ROW" {
 		return ok("binlog_format", "ROW")
 	}
-	return fail("binlog_format", "SET GLOBAL binlog_format = 'ROW'; and binlog_format = ROW in my.cnf so it survives a restart (RDS: parameter group binlog_format = ROW, then reboot)",
+	return fail("binlog_format", canal.FixFormat,
 		"%s, dialsync needs ROW (statement events carry no row images)", f)
 }
 
@@ -120,7 +121,7 @@ func checkRowImage(v map[string]string) Result {
 	if img == "FULL" {
 		return ok("binlog_row_image", "FULL")
 	}
-	return fail("binlog_row_image", "SET GLOBAL binlog_row_image = 'FULL'; and binlog_row_image = FULL in my.cnf (RDS: parameter group binlog_row_image = full)",
+	return fail("binlog_row_image", canal.FixRowImage,
 		"%s, dialsync needs FULL (with %s, unlogged columns are indistinguishable from NULL)", img, img)
 }
 
