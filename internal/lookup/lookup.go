@@ -12,11 +12,9 @@ import (
 	"context"
 	"crypto/tls"
 	"database/sql"
-	sqldriver "database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"net/url"
 	"slices"
@@ -27,9 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/go-mysql-org/go-mysql/client"
 	"github.com/go-mysql-org/go-mysql/driver"
-	"github.com/go-mysql-org/go-mysql/mysql"
 
 	"dialsync/internal/errclass"
 	"dialsync/internal/queue"
@@ -124,23 +120,6 @@ type Lookup struct {
 	rule     string
 	idColumn string
 	tlsKey   string
-}
-
-// sessionSetup runs on every new connection. UTC makes TIMESTAMP values
-// come back as UTC text regardless of the server's zone; READ ONLY makes
-// any write (by a bad rule or a bug) fail instead of touching the source
-// (https://dev.mysql.com/doc/refman/8.0/en/set-transaction.html: the
-// session access mode also applies to autocommit statements).
-var sessionSetup = []string{"SET time_zone = '+00:00'", "SET SESSION TRANSACTION READ ONLY"}
-
-// lockWaitSetup bounds CommitBarrier (the only locking read) with a short
-// lock wait, tried in order: some MySQL-protocol servers refuse any value
-// but 1, and a server may refuse the variable altogether; then the
-// barrier's own query deadline bounds the wait (barrierWaitSeconds), and
-// the first session says so once.
-var lockWaitSetup = []string{
-	"SET SESSION innodb_lock_wait_timeout = " + strconv.Itoa(barrierWaitSeconds),
-	"SET SESSION innodb_lock_wait_timeout = 1",
 }
 
 // Open connects, checks the server answers, and validates the queue rule by
@@ -465,109 +444,6 @@ func (l *Lookup) evaluate(ctx context.Context, predicate string, asked func(uint
 	return out, rs.Err()
 }
 
-func parseRow(vals []any, idx [4]int) (queue.Row, error) {
-	var r queue.Row
-	var err error
-	if r.UserID, err = toUint(vals[idx[0]]); err != nil {
-		return r, fmt.Errorf("user_id: %w", err)
-	}
-	if r.OpenClaims, err = toInt(vals[idx[1]]); err != nil {
-		return r, fmt.Errorf("open_claims of user %d: %w", r.UserID, err)
-	}
-	if r.PendingRequirements, err = toInt(vals[idx[2]]); err != nil {
-		return r, fmt.Errorf("pending_requirements of user %d: %w", r.UserID, err)
-	}
-	if r.OldestPendingAt, err = toTime(vals[idx[3]]); err != nil {
-		return r, fmt.Errorf("oldest_pending_at of user %d: %w", r.UserID, err)
-	}
-	return r, nil
-}
-
-// The go-mysql text protocol yields int64/uint64 for integer columns,
-// float64 for FLOAT/DOUBLE, and []byte for everything else (DECIMAL from
-// SUM, dates, strings); see mysql/rowdata.go ParseText.
-func toUint(v any) (uint64, error) {
-	switch x := v.(type) {
-	case uint64:
-		return x, nil
-	case int64:
-		if x < 0 {
-			return 0, fmt.Errorf("negative value %d", x)
-		}
-		return uint64(x), nil
-	case []byte:
-		return strconv.ParseUint(string(x), 10, 64)
-	case string:
-		return strconv.ParseUint(x, 10, 64)
-	case nil:
-		return 0, errors.New("is NULL")
-	}
-	return 0, fmt.Errorf("unsupported type %T", v)
-}
-
-func toInt(v any) (int64, error) {
-	switch x := v.(type) {
-	case int64:
-		return x, nil
-	case uint64:
-		if x > 1<<63-1 {
-			return 0, fmt.Errorf("value %d out of range", x)
-		}
-		return int64(x), nil
-	case float64:
-		return int64(x), nil
-	case []byte:
-		return parseIntText(string(x))
-	case string:
-		return parseIntText(x)
-	case nil:
-		return 0, nil // a rule may give NULL counts (e.g. SUM over nothing): zero
-	}
-	return 0, fmt.Errorf("unsupported type %T", v)
-}
-
-// parseIntText accepts "3" and the DECIMAL "3.00" a SUM may give.
-func parseIntText(s string) (int64, error) {
-	if i, err := strconv.ParseInt(s, 10, 64); err == nil {
-		return i, nil
-	}
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || f != math.Trunc(f) {
-		return 0, fmt.Errorf("not an integer: %q", s)
-	}
-	return int64(f), nil
-}
-
-// timeLayouts: MySQL renders DATETIME/TIMESTAMP as "YYYY-MM-DD hh:mm:ss"
-// with up to 6 fractional digits, and DATE as "YYYY-MM-DD".
-var timeLayouts = []string{"2006-01-02 15:04:05.999999", "2006-01-02"}
-
-func toTime(v any) (*time.Time, error) {
-	var s string
-	switch x := v.(type) {
-	case nil:
-		return nil, nil
-	case time.Time:
-		t := x.UTC()
-		return &t, nil
-	case []byte:
-		s = string(x)
-	case string:
-		s = x
-	default:
-		return nil, fmt.Errorf("unsupported type %T", v)
-	}
-	if strings.HasPrefix(s, "0000-00-00") {
-		return nil, nil // MySQL's zero date means "no time"
-	}
-	for _, layout := range timeLayouts {
-		if t, err := time.ParseInLocation(layout, s, time.UTC); err == nil {
-			return &t, nil
-		}
-	}
-	return nil, fmt.Errorf("cannot parse time %q", s)
-}
-
 func sortRows(rows []queue.Row) {
 	sort.Slice(rows, func(i, j int) bool { return rows[i].UserID < rows[j].UserID })
 }
@@ -635,80 +511,4 @@ func (l *Lookup) ServerUUID(ctx context.Context) (string, error) {
 		return "", errors.New("lookup server identity: neither server_uuid nor server_id is visible")
 	}
 	return Identity(vars), nil
-}
-
-// sessionConnector wraps the go-mysql connector to prepare each new
-// session (sessionSetup, lockWaitSetup) before database/sql hands it out.
-type sessionConnector struct {
-	inner    driver.Connector
-	log      *slog.Logger
-	lockOnce *sync.Once // logs a refused lock wait once
-}
-
-func (c sessionConnector) Connect(ctx context.Context) (sqldriver.Conn, error) {
-	conn, err := c.inner.Connect(ctx)
-	if err != nil {
-		return nil, err
-	}
-	ex, ok := conn.(sqldriver.ExecerContext)
-	if !ok {
-		conn.Close()
-		return nil, errors.New("lookup: driver connection cannot execute statements")
-	}
-	for _, q := range sessionSetup {
-		if _, err := ex.ExecContext(ctx, q, nil); err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("prepare session (%s): %w", q, err)
-		}
-	}
-	var refused error
-	for _, q := range lockWaitSetup {
-		if _, refused = ex.ExecContext(ctx, q, nil); refused == nil {
-			break
-		}
-		var my *mysql.MyError
-		if !errors.As(refused, &my) {
-			conn.Close() // not the server refusing: the connection failed
-			return nil, fmt.Errorf("prepare session (%s): %w", q, refused)
-		}
-	}
-	if refused != nil {
-		c.lockOnce.Do(func() {
-			c.log.Warn("the lookup server refuses to set innodb_lock_wait_timeout; the commit barrier's wait is bounded by its query deadline instead",
-				"deadline_seconds", barrierWaitSeconds, "err", refused)
-		})
-	}
-	return conn, nil
-}
-
-func (c sessionConnector) Driver() sqldriver.Driver { return c.inner.Driver() }
-
-// The go-mysql driver only takes TLS settings through DSN options (its
-// "tls=custom" needs PEM bytes, not a *tls.Config), so a private option
-// carries a key into this registry. driver.SetDSNOptions writes a global
-// map without a lock, hence once, at init, before any connection.
-const tlsOption = "dialsync_tls"
-
-var (
-	tlsConfigs sync.Map // key -> *tls.Config
-	tlsSeq     atomic.Uint64
-)
-
-func init() {
-	driver.SetDSNOptions(map[string]driver.DriverOption{
-		tlsOption: func(c *client.Conn, key string) error {
-			cfg, ok := tlsConfigs.Load(key)
-			if !ok {
-				return fmt.Errorf("lookup: no TLS config registered under %q", key)
-			}
-			c.SetTLSConfig(cfg.(*tls.Config))
-			return nil
-		},
-	})
-}
-
-func registerTLS(cfg *tls.Config) string {
-	key := "lookup-" + strconv.FormatUint(tlsSeq.Add(1), 10)
-	tlsConfigs.Store(key, cfg)
-	return key
 }
