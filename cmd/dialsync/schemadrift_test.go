@@ -73,11 +73,25 @@ func noticeFor(t *testing.T, ucs []notice.UserChanged, user uint64, txnGTID stri
 	return found[0]
 }
 
-// execTxn runs one statement (one source transaction) and returns its GTID.
+// execTxn runs one statement (one source transaction) and returns its GTID,
+// read in the same session (@@last_gtid): the server's head may already
+// name a later transaction of another session.
 func (p *pipe) execTxn(stmt string) string {
 	p.t.Helper()
-	p.exec(stmt)
-	return p.head()
+	ctx := context.Background()
+	conn, err := p.src.Conn(ctx)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, stmt); err != nil {
+		p.t.Fatalf("source: %s: %v", stmt, err)
+	}
+	var g string
+	if err := conn.QueryRowContext(ctx, "SELECT @@last_gtid").Scan(&g); err != nil || g == "" {
+		p.t.Fatalf("source: @@last_gtid after %s: %q, %v", stmt, g, err)
+	}
+	return g
 }
 
 func twoUsers(t *testing.T, p *pipe) (a, b uint64) {
