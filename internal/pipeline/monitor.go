@@ -32,7 +32,8 @@ type Monitor struct {
 	leader      atomic.Bool
 	loop        atomic.Pointer[apply.Loop]
 	newest      atomic.Int64 // unix nanos of the newest applied source commit
-	lastSave    atomic.Int64 // unix nanos of the last checkpoint write
+	lastSave    atomic.Int64 // unix nanos of the last checkpoint write (at start: the stored one's)
+	started     time.Time    // when the monitor started: lag is at least this old while nothing was applied
 	streaming   atomic.Bool  // the binlog reader is connected (set by run)
 	behindBytes atomic.Int64 // -1 when unknown
 
@@ -43,7 +44,7 @@ type Monitor struct {
 }
 
 func newMonitor(e *Env, m *metrics.Metrics, version string, log *slog.Logger) *Monitor {
-	o := &Monitor{m: m, env: e, log: log, maxLag: e.Cfg.Health.MaxLag.Duration()}
+	o := &Monitor{m: m, env: e, log: log, maxLag: e.Cfg.Health.MaxLag.Duration(), started: time.Now()}
 	o.behindBytes.Store(-1)
 	m.RetentionHeadroomSeconds.Set(math.Inf(1)) // until measured
 	m.SetBuildInfo(version)
@@ -146,7 +147,10 @@ func (o *Monitor) lag() time.Duration {
 	}
 	newest := o.newest.Load()
 	if newest == 0 {
-		return 0
+		// Behind, and nothing applied since the start (a stream that
+		// cannot get going): the lag is at least the time since then,
+		// never a reassuring 0.
+		return time.Since(o.started)
 	}
 	return max(0, time.Since(time.Unix(0, newest)))
 }

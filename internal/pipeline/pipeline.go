@@ -166,6 +166,14 @@ func (p *Pipeline) open(ctx context.Context, opt Options) error {
 		return fmt.Errorf("load checkpoint: %w", err)
 	}
 	if p.found {
+		// The checkpoint's age counts from its last write, not from this
+		// start: a pipeline that cannot apply anything shows it growing.
+		p.mon.lastSave.Store(p.cp.UpdatedAt.UnixNano())
+		p.mon.mu.Lock()
+		p.mon.pos = p.cp.Pos // bytes behind are measured from it until the first save
+		p.mon.mu.Unlock()
+	}
+	if p.found {
 		if err := p.recoverPurged(ctx); err != nil {
 			return err
 		}
