@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -25,4 +26,27 @@ func TestLagGrowsWhileNothingIsApplied(t *testing.T) {
 	if lag := o.lag(); lag != 0 {
 		t.Fatalf("caught up: lag %s, want 0", lag)
 	}
+}
+
+// A retry streak older than retryStuckAfter turns /readyz's apply check
+// red with the operation and the error; a batch that gets through ends it.
+func TestReadyzShowsAStuckRetry(t *testing.T) {
+	o := &Monitor{}
+	o.onRetryStreakForTest(time.Now().Add(-retryStuckAfter-time.Second), "write queue (postgres): lock timeout")
+	why, stuck := o.retrying()
+	if !stuck || !strings.Contains(why, "write queue (postgres): lock timeout") {
+		t.Fatalf("retrying = %q, %v; want a stuck streak naming the operation", why, stuck)
+	}
+	o.mu.Lock()
+	o.retrySince = time.Now()
+	o.mu.Unlock()
+	if _, stuck := o.retrying(); stuck {
+		t.Fatal("a fresh streak is reported stuck")
+	}
+}
+
+func (o *Monitor) onRetryStreakForTest(since time.Time, last string) {
+	o.mu.Lock()
+	o.retrySince, o.retryLast = since, last
+	o.mu.Unlock()
 }

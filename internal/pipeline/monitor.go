@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"sync"
@@ -39,8 +41,10 @@ type Monitor struct {
 
 	skipped uint64 // canal.SkippedStatements already counted (poll only)
 
-	mu  sync.Mutex
-	pos change.Position // last stored checkpoint
+	mu         sync.Mutex
+	pos        change.Position // last stored checkpoint
+	retrySince time.Time       // first failed attempt of the current retry streak (zero: none)
+	retryLast  string          // its latest failure: operation, server, error
 }
 
 func newMonitor(e *Env, m *metrics.Metrics, version string, log *slog.Logger) *Monitor {
@@ -63,6 +67,9 @@ func (o *Monitor) setLeader(epoch int64) {
 
 // onApplied is apply.Config.OnApplied.
 func (o *Monitor) onApplied(st apply.BatchStats) {
+	o.mu.Lock()
+	o.retrySince, o.retryLast = time.Time{}, "" // a batch got through: the streak is over
+	o.mu.Unlock()
 	m := o.m
 	m.Transactions.Add(float64(st.Txns))
 	m.BatchTxns.Observe(float64(st.Txns))
@@ -119,10 +126,33 @@ func (o *Monitor) onSaved(pos change.Position, took time.Duration) {
 	o.mu.Unlock()
 }
 
-// onRetry is apply.Config.OnRetry: a failed attempt of a stage.
-func (o *Monitor) onRetry(stage apply.Stage, _ string, _ error) {
+// onRetry is apply.Config.OnRetry: a failed attempt of a stage. The first
+// failure of a streak is remembered for /readyz (see retryStuckAfter).
+func (o *Monitor) onRetry(stage apply.Stage, op string, err error) {
 	o.m.Retries.WithLabelValues(stage.String(), stage.Server()).Inc()
 	o.m.Errors.WithLabelValues(stage.String(), stage.Server()).Inc()
+	o.mu.Lock()
+	if o.retrySince.IsZero() {
+		o.retrySince = time.Now()
+	}
+	o.retryLast = fmt.Sprintf("%s (%s): %v", op, stage.Server(), err)
+	o.mu.Unlock()
+}
+
+// retryStuckAfter is how long the apply loop may keep retrying before
+// /readyz says so: a server that answers pings but fails every write
+// (a transient error that does not go away) must not look healthy.
+const retryStuckAfter = 20 * time.Second
+
+// retrying reports the current retry streak, if it is older than
+// retryStuckAfter.
+func (o *Monitor) retrying() (string, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.retrySince.IsZero() || time.Since(o.retrySince) < retryStuckAfter {
+		return "", false
+	}
+	return fmt.Sprintf("retrying for %s: %s", time.Since(o.retrySince).Round(time.Second), o.retryLast), true
 }
 
 // onReconcile records a reconcile run.
@@ -261,6 +291,12 @@ func (o *Monitor) ready(ctx context.Context) (bool, any) {
 		checks["lag"] = check{Detail: "lag " + lag.Round(time.Millisecond).String() + " over health.max_lag " + o.maxLag.String()}
 	} else {
 		checks["lag"] = check{OK: true, Detail: lag.Round(time.Millisecond).String()}
+	}
+	if why, stuck := o.retrying(); stuck {
+		ok = false
+		checks["apply"] = check{Detail: clients.Redact(errors.New(why), o.env.Cfg).Error()}
+	} else {
+		checks["apply"] = check{OK: true}
 	}
 	return ok, checks
 }
