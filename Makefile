@@ -28,9 +28,13 @@ test: services vet build
 
 # The demo: a private binlog-enabled MariaDB on 127.0.0.1:3307 with the demo
 # data, dialsync against it and the machine's PostgreSQL/Redis/NATS, a
-# stream of realistic changes, and the notices with their latency.
+# stream of realistic changes, and the notices with their latency. It stops
+# the MariaDB it started when it ends; `make demo DEMO_FLAGS=-keep` leaves it
+# running (then `make clean` stops it). A server already answering on 3307 is
+# reused as it is and never stopped.
+DEMO_FLAGS ?=
 demo: services build
-	$(GO) run ./cmd/demo
+	$(GO) run ./cmd/demo $(DEMO_FLAGS)
 
 bench: services build
 	$(GO) run ./cmd/bench
@@ -44,5 +48,8 @@ chaos: services build
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
+# Stops the demo MariaDB running from .state (and only that one) before
+# deleting its data.
 clean:
+	@bash scripts/demo-mariadb.sh stop
 	rm -rf bin .state

@@ -3,7 +3,9 @@
 // demo data (50k users, 150k claims, ~300k requirements), dialsync running
 // with config.toml against it and the machine's PostgreSQL, Redis and NATS,
 // a stream of realistic source transactions, and every notice as it arrives
-// with its commit-to-notice latency. `make demo` runs it.
+// with its commit-to-notice latency, then `dialsync status`. `make demo`
+// runs it. It stops the MariaDB it started when it ends (-keep: leave it
+// running); one already answering on the port is reused and left alone.
 package main
 
 import (
@@ -12,6 +14,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -26,6 +30,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 
+	"dialsync/internal/config"
 	"dialsync/internal/dev/demo"
 	"dialsync/notice"
 )
@@ -42,14 +47,27 @@ func run() error {
 	rate := flag.Int("rate", 200, "transactions per second")
 	show := flag.Int("show", 25, "print the first N notices (then one line per second)")
 	port := flag.Int("mysql-port", 3307, "port of the demo MariaDB")
+	keep := flag.Bool("keep", false, "leave the demo MariaDB running after the demo (make clean stops it)")
+	cfgPath := flag.String("config", "config.toml", "dialsync configuration the demo runs with")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-
-	step("starting the private binlog-enabled MariaDB")
-	if err := sh("bash", "scripts/demo-mariadb.sh"); err != nil {
+	cfg, err := config.Load(*cfgPath, os.LookupEnv)
+	if err != nil {
 		return err
 	}
+
+	step("starting the private binlog-enabled MariaDB")
+	my := &demoMariaDB{port: *port, state: ".state"}
+	if err := my.start(); err != nil {
+		return err
+	}
+	defer func() {
+		step("stopping")
+		if err := my.stop(*keep); err != nil {
+			fmt.Fprintln(os.Stderr, "demo:", err)
+		}
+	}()
 	root, err := sql.Open("mysql", fmt.Sprintf("root@127.0.0.1:%d/mysql", *port))
 	if err != nil {
 		return err
@@ -94,6 +112,7 @@ func run() error {
 	pending := map[uint64][]time.Time{} // user -> commit times not yet noticed
 	var lat []time.Duration
 	var noticed, bootstrapDone int
+	probing := true // the readiness probe's notices are not printed
 	ready := make(chan struct{}, 1)
 	lastPrint := time.Now()
 	_, err = nc.Subscribe("dialsync.>", func(m *nats.Msg) {
@@ -131,7 +150,7 @@ func run() error {
 		pending[uc.UserID] = q[1:]
 		lat = append(lat, d)
 		noticed++
-		if noticed <= *show || time.Since(lastPrint) > time.Second {
+		if !probing && (noticed <= *show || time.Since(lastPrint) > time.Second) {
 			lastPrint = time.Now()
 			fmt.Printf("   %-8s user %-6d %-40s cols=%-40s %6.1f ms\n", "notice", uc.UserID,
 				strings.Join(uc.Tables, ","), trunc(strings.Join(uc.Columns, ","), 40), float64(d.Microseconds())/1000)
@@ -147,13 +166,15 @@ func run() error {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command("bin/dialsync", "run", "--config", "config.toml")
+	cmd := exec.Command("bin/dialsync", "run", "--config", *cfgPath)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start dialsync (run `make build` first): %w", err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	// exited is closed when dialsync ends, waitErr then says how.
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
 	defer func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -163,7 +184,22 @@ func run() error {
 		}
 	}()
 
-	// Wait until dialsync streams: a probe change must come back as a notice.
+	// The first run bootstraps: a full reconcile builds the queue before the
+	// binlog is read, so changes written meanwhile wait for it (up to a
+	// couple of seconds on the demo data). Wait for /readyz (leader,
+	// streaming, every server answering) so the latencies below are the
+	// steady state's, not the bootstrap's.
+	if err := waitReady(ctx, cfg.HTTP.Listen, exited); err != nil {
+		if waitErr != nil {
+			err = fmt.Errorf("%w: %v", err, waitErr)
+		}
+		return err
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	// Then until a probe change comes back as a notice (without /readyz
+	// this is the only sign that dialsync streams).
 	probe := demo.NewWorkload(db, time.Now().UnixNano())
 	deadline := time.After(90 * time.Second)
 	for caught := false; !caught; {
@@ -178,8 +214,8 @@ func run() error {
 		}
 		mu.Unlock()
 		select {
-		case err := <-exited:
-			return fmt.Errorf("dialsync exited early (%v); see .state/dialsync.log", err)
+		case <-exited:
+			return fmt.Errorf("dialsync exited early (%v); see .state/dialsync.log", waitErr)
 		case <-deadline:
 			return errors.New("dialsync did not start streaming within 90s; see .state/dialsync.log")
 		case <-ctx.Done():
@@ -191,7 +227,7 @@ func run() error {
 		mu.Unlock()
 	}
 	mu.Lock()
-	lat, noticed, pending = nil, 0, map[uint64][]time.Time{}
+	lat, noticed, pending, probing = nil, 0, map[uint64][]time.Time{}, false
 	mu.Unlock()
 
 	step(fmt.Sprintf("writing %d realistic source transactions at %d/s", *changes, *rate))
@@ -203,8 +239,8 @@ func run() error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case err := <-exited:
-			return fmt.Errorf("dialsync exited (%v); see .state/dialsync.log", err)
+		case <-exited:
+			return fmt.Errorf("dialsync exited (%v); see .state/dialsync.log", waitErr)
 		case <-tick.C:
 		}
 		// Times are recorded under the lock right after COMMIT returns.
@@ -230,6 +266,10 @@ func run() error {
 	}
 	mu.Lock()
 	defer mu.Unlock()
+	step("bin/dialsync status --config " + *cfgPath)
+	st := exec.Command("bin/dialsync", "status", "--config", *cfgPath)
+	st.Stdout, st.Stderr = os.Stdout, os.Stderr
+	_ = st.Run() // its exit code (0/1/3) is in its own output
 	step("result")
 	slices.Sort(lat)
 	fmt.Printf("   %d source transactions, %d (transaction, user) notices expected, %d received\n", *changes, expected, len(lat))
@@ -258,10 +298,48 @@ func trunc(s string, n int) string {
 
 func step(s string) { fmt.Printf("==> %s\n", s) }
 
-func sh(name string, args ...string) error {
-	c := exec.Command(name, args...)
-	c.Stdout, c.Stderr = os.Stdout, os.Stderr
-	return c.Run()
+// waitReady polls dialsync's /readyz on listen until it answers 200.
+// Without an HTTP server (listen empty) it returns at once.
+// ctx ending returns nil (the caller sees ctx.Err()).
+func waitReady(ctx context.Context, listen string, exited <-chan struct{}) error {
+	if listen == "" {
+		fmt.Println("   http.listen is empty: cannot wait for /readyz; the first notices may include the bootstrap's wait")
+		return nil
+	}
+	step("waiting for dialsync to be ready (a first run bootstraps: a full reconcile builds the queue before the binlog is read)")
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return fmt.Errorf("http.listen %q: %w", listen, err)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	url := "http://" + net.JoinHostPort(host, port) + "/readyz"
+	hc := &http.Client{Timeout: 2 * time.Second}
+	t0 := time.Now()
+	deadline := time.After(120 * time.Second)
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := hc.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				fmt.Printf("   ready after %s\n", time.Since(t0).Round(time.Millisecond))
+				return nil
+			}
+		}
+		select {
+		case <-exited:
+			return errors.New("dialsync exited early; see .state/dialsync.log")
+		case <-deadline:
+			return errors.New("dialsync was not ready within 120s (GET " + url + "); see .state/dialsync.log")
+		case <-ctx.Done():
+			return nil
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 func ensurePG(ctx context.Context) error {

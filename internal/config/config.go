@@ -407,14 +407,25 @@ func Default() *Config {
 // Load reads the file at path and returns the validated configuration. env
 // looks up environment variables (os.LookupEnv in production; nil for none).
 func Load(path string, env func(string) (string, bool)) (*Config, error) {
+	c, _, err := LoadSources(path, env)
+	return c, err
+}
+
+// LoadSources is Load that also says where each key's value came from
+// (dialsync config print).
+func LoadSources(path string, env func(string) (string, bool)) (*Config, Sources, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("config: file %q not found: copy the sample config.toml there or pass --config PATH", path)
+		return nil, nil, fmt.Errorf("config: file %q not found: copy the sample config.toml there or pass --config PATH", path)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("config: read %q: %w", path, err)
+		return nil, nil, fmt.Errorf("config: read %q: %w", path, err)
 	}
-	return Parse(bytes.NewReader(b), env)
+	c, inFile, err := parse(b, env)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, c.sources(inFile), nil
 }
 
 // Parse decodes a TOML document over the defaults, applies environment
@@ -424,6 +435,26 @@ func Parse(r io.Reader, env func(string) (string, bool)) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: read: %w", err)
 	}
+	c, _, err := parse(doc, env)
+	return c, err
+}
+
+// parse is Parse of a document read already; inFile holds the keys the
+// document set.
+func parse(doc []byte, env func(string) (string, bool)) (c *Config, inFile map[string]bool, err error) {
+	c, err = decode(doc, env)
+	if err != nil {
+		return nil, nil, err
+	}
+	if inFile, err = fileKeys(doc); err != nil {
+		return nil, nil, decodeError(err)
+	}
+	return c, inFile, nil
+}
+
+// decode is the defaults, the document, the environment, the secret files,
+// then Validate.
+func decode(doc []byte, env func(string) (string, bool)) (*Config, error) {
 	c := Default()
 	if err := checkValueKinds(doc); err != nil {
 		return nil, err

@@ -15,6 +15,18 @@ const Redacted = "REDACTED"
 // masked. A secret read from its _file shows the path and an empty value, so
 // the output parses again as it is.
 func (c *Config) Redacted() string {
+	b, err := toml.Marshal(c.redactedCopy())
+	if err != nil {
+		// Marshal of this plain struct cannot fail; never fall back to
+		// anything that could print a secret.
+		return "# config: cannot render: " + err.Error() + "\n"
+	}
+	return string(b)
+}
+
+// redactedCopy is a deep enough copy of c (its lists are copied) with the
+// secrets replaced as Redacted describes.
+func (c *Config) redactedCopy() *Config {
 	cp := *c
 	cp.Cache.UserKeys = append([]string(nil), c.Cache.UserKeys...)
 	cp.Cache.QueueKeys = append([]string(nil), c.Cache.QueueKeys...)
@@ -36,13 +48,7 @@ func (c *Config) Redacted() string {
 	}
 	cp.Redis.Addr = redactURLs(cp.Redis.Addr)
 	cp.NATS.URL = redactURLs(cp.NATS.URL)
-	b, err := toml.Marshal(&cp)
-	if err != nil {
-		// Marshal of this plain struct cannot fail; never fall back to
-		// anything that could print a secret.
-		return "# config: cannot render: " + err.Error() + "\n"
-	}
-	return string(b)
+	return &cp
 }
 
 // redactURLs masks the password of each URL in a comma-separated list.

@@ -88,6 +88,9 @@ type Metrics struct {
 	ReconcileSeconds prometheus.Histogram
 	ReconcileDrift   *prometheus.GaugeVec   // {kind}
 	ReconcileRuns    *prometheus.CounterVec // {trigger}
+	// ReconcileLast is when the last reconcile of each trigger finished
+	// (dialsync status reads the newest with the drift).
+	ReconcileLast    *prometheus.GaugeVec // {trigger}
 	PurgedRecoveries prometheus.Counter
 
 	// High availability and identity.
@@ -136,6 +139,7 @@ func Names() []string {
 		"dialsync_reconcile_duration_seconds",
 		"dialsync_reconcile_drift",
 		"dialsync_reconcile_runs_total",
+		"dialsync_reconcile_last_timestamp_seconds",
 		"dialsync_purged_recoveries_total",
 		"dialsync_leader",
 		"dialsync_epoch",
@@ -260,6 +264,10 @@ func New() *Metrics {
 			Name: "dialsync_reconcile_runs_total",
 			Help: "Completed full reconciles, by trigger (bootstrap, schedule, manual, purged).",
 		}, []string{"trigger"}),
+		ReconcileLast: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dialsync_reconcile_last_timestamp_seconds",
+			Help: "Unix time the last full reconcile of this process finished, by trigger (0: none yet).",
+		}, []string{"trigger"}),
 		PurgedRecoveries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dialsync_purged_recoveries_total",
 			Help: "Automatic recoveries from a binlog purged past the checkpoint (jump to head plus full reconcile).",
@@ -293,6 +301,7 @@ func New() *Metrics {
 	}
 	for _, t := range []string{TriggerBootstrap, TriggerSchedule, TriggerManual, TriggerPurged} {
 		m.ReconcileRuns.WithLabelValues(t)
+		m.ReconcileLast.WithLabelValues(t)
 	}
 	m.SetBuildInfo(moduleVersion())
 	return m
@@ -306,7 +315,7 @@ func (m *Metrics) collectors() []prometheus.Collector {
 		m.LastAppliedTimestamp, m.CheckpointTimestamp,
 		m.QueueSize, m.QueueChanges, m.NoticesPublished, m.KeysDeleted,
 		m.Retries, m.Errors, m.Reconnects, m.UnresolvedChanges, m.SkippedDDL, m.DeadLetters,
-		m.ReconcileSeconds, m.ReconcileDrift, m.ReconcileRuns, m.PurgedRecoveries,
+		m.ReconcileSeconds, m.ReconcileDrift, m.ReconcileRuns, m.ReconcileLast, m.PurgedRecoveries,
 		m.Leader, m.Epoch, m.BuildInfo,
 	}
 }

@@ -159,6 +159,7 @@ func (o *Monitor) retrying() (string, bool) {
 func (o *Monitor) onReconcile(trigger string, s reconcile.Summary) {
 	o.m.ReconcileRuns.WithLabelValues(trigger).Inc()
 	o.m.ReconcileSeconds.Observe(s.Took.Seconds())
+	o.m.ReconcileLast.WithLabelValues(trigger).Set(float64(time.Now().Unix()))
 	o.m.ReconcileDrift.WithLabelValues(metrics.KindEntered).Set(float64(s.Entered))
 	o.m.ReconcileDrift.WithLabelValues(metrics.KindLeft).Set(float64(s.Left))
 	o.m.ReconcileDrift.WithLabelValues(metrics.KindChanged).Set(float64(s.Changed))
