@@ -338,10 +338,16 @@ func TestQueueRuleBadTypes(t *testing.T) {
 		}
 
 		// The rule fixed: the same change is applied now, nothing lost.
+		// It is the first transaction after the stored checkpoint, the one
+		// a wrong replay guard would skip: the guard skips nothing here.
 		p.editConfig(func(c *config.Config) { c.Rules.QueueSQL = "" })
+		base := enableHTTP(t)
 		restartStreaming(t, p)
 		noticeFor(t, p.userChangedAfter(skip), u, g)
 		p.assertNoDrift()
+		if v, found := scrape(t, base).sum("dialsync_replayed_transactions_total"); !found || v != 0 {
+			t.Errorf("dialsync_replayed_transactions_total = %v (exported: %v), want 0 on a server that honours the start position", v, found)
+		}
 		if code := p.stop(); code != 0 {
 			t.Fatalf("clean stop: exit %d", code)
 		}
