@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -144,6 +145,7 @@ func runChecks(ctx context.Context, cfg *config.Config, log *slog.Logger) prefli
 	}
 	if srcReport[0].Status == preflight.OK {
 		step(func(ctx context.Context) { add(checkLookupServer(ctx, cfg, src)) })
+		step(func(ctx context.Context) { add(checkRule(ctx, cfg, srcTLS, log)) })
 	}
 
 	step(func(ctx context.Context) {
@@ -228,6 +230,19 @@ func checkLookupServer(ctx context.Context, cfg *config.Config, src *preflight.S
 			Fix:    "check lookup.addr, lookup.user and lookup.password (empty keys inherit [source])"}
 	}
 	return preflight.CheckLookupSame(srcID, lkID)
+}
+
+// checkRule opens the lookup client the way run does, which runs the queue
+// rule for no user and checks the types of its columns: a rule run would
+// refuse at start fails here with the same words.
+func checkRule(ctx context.Context, cfg *config.Config, tc *tls.Config, log *slog.Logger) preflight.Result {
+	l, err := clients.Lookup(ctx, cfg, tc, 1, log)
+	if err != nil {
+		return preflight.Result{Name: "rules", Status: preflight.Fail, Detail: clients.Redact(err, cfg).Error(),
+			Fix: "fix rules.queue_sql as the detail says (leave it empty for the built-in rule)"}
+	}
+	_ = l.Close()
+	return preflight.Result{Name: "rules", Status: preflight.OK, Detail: "the queue rule runs and returns columns dialsync can read"}
 }
 
 // natsWhere names the NATS servers without credentials.

@@ -27,9 +27,9 @@ import (
 
 // TLS end to end: dialsync talks to a TLS-only MariaDB account, a TLS-only
 // NATS and a TLS-only Redis with tls_mode = "required" and a private CA,
-// and refuses to start when the CA does not match. PostgreSQL TLS is not
-// covered here: the machine's PostgreSQL has no server certificate (its
-// TLS goes through the libpq DSN, sslmode=verify-full, not tls_* keys).
+// and refuses to start when the CA does not match. PostgreSQL TLS goes
+// through the libpq DSN (sslmode=verify-full, sslrootcert), not tls_* keys:
+// see pgtls_test.go.
 
 type testCA struct {
 	cert *x509.Certificate
@@ -79,6 +79,12 @@ func newTestCA(t testing.TB, dir, name string) *testCA {
 // the certificate and key files.
 func (ca *testCA) leaf(t testing.TB, dir, name string) (certFile, keyFile string) {
 	t.Helper()
+	return ca.leafFor(t, dir, name, []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
+}
+
+// leafFor issues a server certificate for the given names and addresses.
+func (ca *testCA) leafFor(t testing.TB, dir, name string, dnsNames []string, ips []net.IP) (certFile, keyFile string) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -91,8 +97,8 @@ func (ca *testCA) leaf(t testing.TB, dir, name string) (certFile, keyFile string
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		DNSNames:     dnsNames,
+		IPAddresses:  ips,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {

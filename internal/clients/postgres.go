@@ -2,8 +2,11 @@ package clients
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -20,6 +23,13 @@ var errBadDSN = errors.New("postgres.dsn: not a valid PostgreSQL connection stri
 func PostgresConfig(cfg *config.Config) (*pgxpool.Config, error) {
 	pcfg, err := pgxpool.ParseConfig(cfg.Postgres.DSN)
 	if err != nil {
+		// pgx reads the TLS files the DSN names (sslrootcert, sslcert,
+		// sslkey) while parsing: say which file, not "not valid". The
+		// path error holds only the path and the reason.
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("postgres.dsn: cannot read the TLS file it names (sslrootcert, sslcert or sslkey): %v: fix the path in postgres.dsn or the file's permissions", pe)
+		}
 		return nil, errBadDSN
 	}
 	pcfg.MaxConns = int32(cfg.Postgres.MaxConns)
@@ -27,7 +37,7 @@ func PostgresConfig(cfg *config.Config) (*pgxpool.Config, error) {
 }
 
 // Postgres opens the pool of pcfg and pings the server. The error names
-// the server as host:port, never a secret.
+// the server as host:port, never a secret, and ends with the fix.
 func Postgres(ctx context.Context, cfg *config.Config, pcfg *pgxpool.Config) (*pgxpool.Pool, error) {
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err == nil {
@@ -36,7 +46,25 @@ func Postgres(ctx context.Context, cfg *config.Config, pcfg *pgxpool.Config) (*p
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("postgres at %s:%d: %w", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, Redact(err, cfg))
+		return nil, fmt.Errorf("postgres at %s:%d: %w: %s", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, Redact(err, cfg), postgresFix(err))
 	}
 	return pool, nil
+}
+
+// postgresFix says what to do about a failed connection. A certificate the
+// client refused (sslmode=verify-ca or verify-full) is not a server that is
+// down: name the DSN key that decides it.
+func postgresFix(err error) string {
+	var unknown x509.UnknownAuthorityError
+	var host x509.HostnameError
+	var verify *tls.CertificateVerificationError
+	switch {
+	case errors.As(err, &unknown):
+		return "the server's TLS certificate is not signed by the CA in sslrootcert: set sslrootcert in postgres.dsn to the CA that signed it"
+	case errors.As(err, &host):
+		return "the server's TLS certificate does not name this host: with sslmode=verify-full the host in postgres.dsn must be one the certificate names (or have it reissued for this name)"
+	case errors.As(err, &verify):
+		return "the server's TLS certificate was refused: check sslrootcert in postgres.dsn and the server's certificate (expiry, usage)"
+	}
+	return "check postgres.dsn and that the server is up"
 }

@@ -83,6 +83,7 @@ type Metrics struct {
 	UnresolvedChanges *prometheus.CounterVec // {table}
 	SkippedDDL        prometheus.Counter
 	DeadLetters       *prometheus.CounterVec // {table}
+	Replayed          prometheus.Counter
 
 	// Reconcile.
 	ReconcileSeconds prometheus.Histogram
@@ -136,6 +137,7 @@ func Names() []string {
 		"dialsync_unresolved_changes_total",
 		"dialsync_skipped_ddl_total",
 		"dialsync_dead_letters_total",
+		"dialsync_replayed_transactions_total",
 		"dialsync_reconcile_duration_seconds",
 		"dialsync_reconcile_drift",
 		"dialsync_reconcile_runs_total",
@@ -250,6 +252,10 @@ func New() *Metrics {
 			Name: "dialsync_dead_letters_total",
 			Help: "Row changes written to the dead-letter table instead of being applied, by table.",
 		}, []string{"table"}),
+		Replayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dialsync_replayed_transactions_total",
+			Help: "Transactions the source sent again although they lie at or before the stream's start position; skipped, not applied twice. Non-zero means the server ignores the requested start position.",
+		}),
 
 		ReconcileSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "dialsync_reconcile_duration_seconds",
@@ -314,7 +320,7 @@ func (m *Metrics) collectors() []prometheus.Collector {
 		m.LagSeconds, m.BehindBytes, m.CheckpointAgeSeconds, m.RetentionHeadroomSeconds,
 		m.LastAppliedTimestamp, m.CheckpointTimestamp,
 		m.QueueSize, m.QueueChanges, m.NoticesPublished, m.KeysDeleted,
-		m.Retries, m.Errors, m.Reconnects, m.UnresolvedChanges, m.SkippedDDL, m.DeadLetters,
+		m.Retries, m.Errors, m.Reconnects, m.UnresolvedChanges, m.SkippedDDL, m.DeadLetters, m.Replayed,
 		m.ReconcileSeconds, m.ReconcileDrift, m.ReconcileRuns, m.ReconcileLast, m.PurgedRecoveries,
 		m.Leader, m.Epoch, m.BuildInfo,
 	}

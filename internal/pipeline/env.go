@@ -76,7 +76,7 @@ func openEnv(ctx context.Context, cfg *config.Config, log *slog.Logger, tracer p
 	}
 	pcfg.ConnConfig.Tracer = tracer
 	if e.Pool, err = clients.Postgres(ctx, cfg, pcfg); err != nil {
-		return nil, fmt.Errorf("%w: check postgres.dsn and that the server is up", err)
+		return nil, err // names the server and the fix
 	}
 	if err := dbschema.Migrate(ctx, e.Pool, cfg.Postgres.Schema); err != nil {
 		e.Close()

@@ -39,7 +39,8 @@ type Monitor struct {
 	streaming   atomic.Bool  // the binlog reader is connected (set by run)
 	behindBytes atomic.Int64 // -1 when unknown
 
-	skipped uint64 // canal.SkippedStatements already counted (poll only)
+	skipped  uint64 // canal.SkippedStatements already counted (poll only)
+	replayed uint64 // canal.ReplayedTransactions already counted (poll only)
 
 	mu         sync.Mutex
 	pos        change.Position // last stored checkpoint
@@ -199,6 +200,10 @@ func (o *Monitor) poll(ctx context.Context) {
 		if n := canal.SkippedStatements(); n > o.skipped {
 			o.m.SkippedDDL.Add(float64(n - o.skipped))
 			o.skipped = n
+		}
+		if n := canal.ReplayedTransactions(); n > o.replayed {
+			o.m.Replayed.Add(float64(n - o.replayed))
+			o.replayed = n
 		}
 		if ls := o.lastSave.Load(); ls != 0 {
 			o.m.CheckpointAgeSeconds.Set(time.Since(time.Unix(0, ls)).Seconds())

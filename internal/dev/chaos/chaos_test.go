@@ -149,11 +149,11 @@ func TestChaos(t *testing.T) {
 	if err := demo.Seed(ctx, src, size); err != nil {
 		t.Fatal(err)
 	}
-	pgs := startPostgres(t)
+	pgs := testenv.StartPostgres(t, testenv.PostgresOptions{})
 	rs := startRedis(t)
 	ns := natstest.Start(t)
 	t.Logf("servers: mariadb %s, postgres 127.0.0.1:%d, redis %s, nats %s (set up in %s)",
-		my.Addr(), pgs.port, rs.Addr(), ns.URL, time.Since(start).Round(time.Millisecond))
+		my.Addr(), pgs.Port(), rs.Addr(), ns.URL, time.Since(start).Round(time.Millisecond))
 
 	const pipeline, prefix, stream, subjects = "chaos", "chaos:", "CHAOS", "chaos"
 	dir := t.TempDir()
@@ -314,15 +314,15 @@ func TestChaos(t *testing.T) {
 			outage(st, func() {
 				var err error
 				if crash {
-					err = pgs.crash()
+					err = pgs.Crash()
 				} else {
-					err = pgs.stop()
+					err = pgs.Stop()
 				}
 				if err != nil {
 					t.Fatal(err)
 				}
 			}, func() {
-				if err := pgs.start(); err != nil {
+				if err := pgs.Start(); err != nil {
 					t.Fatal(err)
 				}
 			})

@@ -8,20 +8,17 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 )
 
-// The private PostgreSQL and Redis servers the suite restarts. (MariaDB
-// comes from testenv, NATS from internal/publish/natstest.)
+// The private Redis server the suite restarts. (MariaDB and PostgreSQL
+// come from testenv, NATS from internal/publish/natstest.)
 
 func freePort(tb testing.TB) int {
 	tb.Helper()
@@ -31,96 +28,6 @@ func freePort(tb testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
-}
-
-// pgServer is a private PostgreSQL cluster run as the postgres user (the
-// server refuses to run as root) from a data folder of its own.
-type pgServer struct {
-	dir  string // owned by postgres; holds data/, the socket and the log
-	port int
-}
-
-func startPostgres(tb testing.TB) *pgServer {
-	tb.Helper()
-	if _, err := exec.LookPath("pg_ctl"); err != nil {
-		tb.Skipf("pg_ctl not on PATH: %v", err)
-	}
-	// Not t.TempDir: its parents are root-only, and postgres must reach it.
-	dir, err := os.MkdirTemp("", "dialsync-chaos-pg-")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s := &pgServer{dir: dir, port: freePort(tb)}
-	tb.Cleanup(func() {
-		if tb.Failed() {
-			tb.Logf("postgres log tail:\n%s", tail(filepath.Join(dir, "server.log"), 3000))
-		}
-		_ = s.pgctl("stop", "-m", "immediate")
-		_ = os.RemoveAll(dir)
-	})
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		tb.Skipf("no postgres user: %v", err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	if err := os.Chmod(dir, 0o755); err != nil {
-		tb.Fatal(err)
-	}
-	if err := os.Chown(dir, uid, gid); err != nil {
-		tb.Fatal(err)
-	}
-	if out, err := asPostgres("initdb", "-D", s.data(), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync").CombinedOutput(); err != nil {
-		tb.Fatalf("initdb: %v\n%s", err, out)
-	}
-	if err := s.start(); err != nil {
-		tb.Fatal(err)
-	}
-	return s
-}
-
-func asPostgres(name string, args ...string) *exec.Cmd {
-	return exec.Command("runuser", append([]string{"-u", "postgres", "--", name}, args...)...)
-}
-
-func (s *pgServer) data() string { return filepath.Join(s.dir, "data") }
-
-// DSN of the cluster's postgres database (trust auth).
-func (s *pgServer) DSN() string {
-	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=2", s.port)
-}
-
-func (s *pgServer) pgctl(args ...string) error {
-	a := append([]string{"-D", s.data(), "-w", "-t", "60"}, args...)
-	out, err := asPostgres("pg_ctl", a...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("pg_ctl %v: %w\n%s", args, err, out)
-	}
-	return nil
-}
-
-// start starts the server; fsync is off because only process crashes are
-// injected (the kernel keeps the writes), never power cuts.
-func (s *pgServer) start() error {
-	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100", s.port, s.dir)
-	return s.pgctl("-l", filepath.Join(s.dir, "server.log"), "-o", opts, "start")
-}
-
-// crash stops the server the way a crash would: "immediate" mode makes the
-// postmaster quit without a checkpoint, and the next start runs recovery.
-func (s *pgServer) crash() error { return s.pgctl("stop", "-m", "immediate") }
-
-// stop shuts down cleanly ("fast": clients disconnected).
-func (s *pgServer) stop() error { return s.pgctl("stop", "-m", "fast") }
-
-// ping checks the server answers a query.
-func (s *pgServer) ping(ctx context.Context) error {
-	c, err := pgx.Connect(ctx, s.DSN())
-	if err != nil {
-		return err
-	}
-	defer c.Close(ctx)
-	return c.Ping(ctx)
 }
 
 // redisServer is a private redis-server. Keys are a cache, so nothing is
@@ -199,15 +106,4 @@ func (s *redisServer) kill() error {
 	<-s.done
 	s.cmd = nil
 	return nil
-}
-
-func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "(" + err.Error() + ")"
-	}
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return string(b)
 }

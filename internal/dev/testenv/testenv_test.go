@@ -133,3 +133,49 @@ func TestPostgresDB(t *testing.T) {
 		t.Fatalf("database %s still exists after cleanup (count %d, err %v)", name, n, err)
 	}
 }
+
+// A private PostgreSQL: settings reach the server, a crash and a start
+// keep the data.
+func TestPrivatePostgres(t *testing.T) {
+	s := StartPostgres(t, PostgresOptions{Settings: map[string]string{"work_mem": "5MB"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, s.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v string
+	if err := conn.QueryRow(ctx, "SELECT current_setting('work_mem') || ' ' || current_setting('port')").Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+	if want := "5MB " + strconv.Itoa(s.Port()); v != want {
+		t.Fatalf("settings %q, want %q", v, want)
+	}
+	conn, err = pgx.Connect(ctx, s.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "CREATE TABLE kept (id int); INSERT INTO kept VALUES (7)"); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+	if err := s.Crash(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ping(ctx); err == nil {
+		t.Fatal("the server answers after a crash")
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	conn, err = pgx.Connect(ctx, s.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT id FROM kept").Scan(&n); err != nil || n != 7 {
+		t.Fatalf("after crash and start: %d, %v", n, err)
+	}
+}
