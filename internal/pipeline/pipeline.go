@@ -166,7 +166,7 @@ func (p *Pipeline) open(ctx context.Context, opt Options) error {
 		return fmt.Errorf("load checkpoint: %w", err)
 	}
 	if p.found {
-		if err := p.recoverPurged(ctx); err != nil {
+		if err := p.checkCheckpoint(ctx); err != nil {
 			return err
 		}
 	}

@@ -368,7 +368,7 @@ func (s *Source) checkTables(ctx context.Context, in SourceInput) Result {
 // exception; the availability check covers it).
 func (s *Source) checkCheckpoint(ctx context.Context, in SourceInput, retention time.Duration, known bool) []Result {
 	const name, hname = "checkpoint", "retention_headroom"
-	reset := "dialsync checkpoint reset --to-head --reason '...' (jumps to the source head and reconciles the whole queue; or set recovery.on_purged = \"reconcile\")"
+	reset := ResetFix
 	if in.CheckpointErr != nil {
 		return []Result{fail(name, "see the postgres check", "cannot read the stored checkpoint: %v", in.CheckpointErr)}
 	}
@@ -376,19 +376,17 @@ func (s *Source) checkCheckpoint(ctx context.Context, in SourceInput, retention 
 		return []Result{ok(name, "none stored: the next run bootstraps (records the head, reconciles, then streams)")}
 	}
 	cp := in.Checkpoint
-	logs, err := s.BinaryLogs(ctx)
+	// The same judgement as run's at start (JudgePosition): the same cause,
+	// the same fix.
+	v, err := s.DiagnosePosition(ctx, in.Flavor, *cp)
 	if err != nil {
-		return []Result{fail(name, "GRANT REPLICATION CLIENT (MariaDB: BINLOG MONITOR) ON *.* to the dialsync user", "cannot list binary logs to find the checkpoint %s: %v", cp.Pos, err)}
+		return []Result{fail(name, "see the error: a query on the source failed", "cannot check checkpoint %s on the server: a query failed: %v", cp.Pos, err)}
 	}
-	av, err := s.CheckpointAvailable(ctx, in.Flavor, cp.Pos, logs)
-	if err != nil {
-		return []Result{fail(name, "GRANT REPLICATION SLAVE (MariaDB: BINLOG MONITOR) ON *.* to the dialsync user", "cannot tell whether checkpoint %s is still on the server: %v", cp.Pos, err)}
-	}
-	if !av.OK {
-		return []Result{fail(name, reset, "checkpoint %s is not on the server: %s", cp.Pos, av.Detail)}
+	if !v.OK() {
+		return []Result{fail(name, v.Fix, "%s", v.Detail)}
 	}
 	age := in.Now.Sub(cp.UpdatedAt).Round(time.Second)
-	res := []Result{ok(name, "%s is on the server (saved %s ago)", cp.Pos, age)}
+	res := []Result{ok(name, "%s: %s (saved %s ago)", cp.Pos, v.Detail, age)}
 	switch {
 	case !known || retention == 0:
 		res = append(res, ok(hname, "binary logs do not expire by age"))
