@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -145,6 +146,7 @@ func runChecks(ctx context.Context, cfg *config.Config, log *slog.Logger) prefli
 	if srcReport[0].Status == preflight.OK {
 		step(func(ctx context.Context) { add(checkLookupServer(ctx, cfg, src)) })
 	}
+	step(func(ctx context.Context) { add(checkLookupSession(ctx, cfg, srcTLS, log)) })
 
 	step(func(ctx context.Context) {
 		cc, err := clients.CacheConfig(cfg, log)
@@ -228,6 +230,27 @@ func checkLookupServer(ctx context.Context, cfg *config.Config, src *preflight.S
 			Fix:    "check lookup.addr, lookup.user and lookup.password (empty keys inherit [source])"}
 	}
 	return preflight.CheckLookupSame(srcID, lkID)
+}
+
+// checkLookupSession opens the lookup session exactly as `dialsync run`
+// does (lookup.Open: the session settings, then rules.queue_sql on an
+// always-empty user set, with its column types checked), so a rule or a
+// session setting run would refuse fails here with run's own message.
+func checkLookupSession(ctx context.Context, cfg *config.Config, tc *tls.Config, log *slog.Logger) preflight.Result {
+	const name = "lookup_session"
+	lk := cfg.EffectiveLookup()
+	l, err := clients.Lookup(ctx, cfg, tc, 1, log)
+	if err != nil {
+		return preflight.Result{Name: name, Status: preflight.Fail, Detail: clients.Redact(err, cfg).Error(),
+			Fix: "the same error stops `dialsync run`: fix what it names (rules.queue_sql, or [lookup] / [source] addr, user, password)"}
+	}
+	defer l.Close()
+	rule := "the default queue rule"
+	if strings.TrimSpace(cfg.Rules.QueueSQL) != "" {
+		rule = "rules.queue_sql"
+	}
+	return preflight.Result{Name: name, Status: preflight.OK,
+		Detail: fmt.Sprintf("session on %s set up; %s runs and returns the right columns and types", lk.Addr, rule)}
 }
 
 // natsWhere names the NATS servers without credentials.

@@ -97,7 +97,13 @@ func runCheckpoint(ctx context.Context, args []string, stdout, stderr io.Writer)
 	// Operator commands print their own output; the logger carries only
 	// warnings from the libraries.
 	c.log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("pipeline", cfg.Pipeline.Name)
-	c.env, err = pipeline.OpenEnv(ctx, cfg, c.log)
+	// show and history only read: they never migrate (a PostgreSQL user
+	// without CREATE may run them).
+	open := pipeline.OpenEnv
+	if sub == "show" || sub == "history" {
+		open = pipeline.OpenEnvReadOnly
+	}
+	c.env, err = open(ctx, cfg, c.log)
 	if err != nil {
 		return err
 	}
