@@ -79,6 +79,11 @@ type PositionFacts struct {
 	// (MySQL gtid_executed, MariaDB gtid_binlog_pos); read only for a
 	// checkpoint with a GTID set.
 	Executed string
+	// State is MariaDB's gtid_binlog_state: the last GTID of every
+	// (domain, server_id) in the binlog. A failover is proven by it: the
+	// checkpoint's GTIDs, server_id included, must be there (per-domain
+	// sequence numbers alone do not tell two servers' histories apart).
+	State string
 	// Purged is MySQL's gtid_purged, or MariaDB's Gtid_list at the start of
 	// the oldest binlog (the GTID state before every binlog it still has);
 	// PurgedKnown is false when there was nothing to read it from.
@@ -103,7 +108,7 @@ func (s *Source) GatherPosition(ctx context.Context, flavor string, cp checkpoin
 	}
 	pos := cp.Pos
 	if pos.GTIDSet != "" {
-		names := []string{"gtid_binlog_pos"}
+		names := []string{"gtid_binlog_pos", "gtid_binlog_state"}
 		if flavor == mysql.MySQLFlavor {
 			names = []string{"gtid_executed", "gtid_purged"}
 		}
@@ -115,7 +120,7 @@ func (s *Source) GatherPosition(ctx context.Context, flavor string, cp checkpoin
 			f.Executed, f.Purged, f.PurgedKnown = oneLine(vars["gtid_executed"]), oneLine(vars["gtid_purged"]), true
 			return f, nil
 		}
-		f.Executed = vars["gtid_binlog_pos"]
+		f.Executed, f.State = vars["gtid_binlog_pos"], vars["gtid_binlog_state"]
 		if len(f.Logs) > 0 {
 			evs, err := s.Events(ctx, f.Logs[0].Name, 4, 10)
 			if err != nil {
@@ -173,10 +178,10 @@ func JudgePosition(cp checkpoint.Checkpoint, f PositionFacts) Verdict {
 	}
 	same := cp.ServerUUID != "" && cp.ServerUUID == f.Identity
 	if cp.ServerUUID != "" && !same {
-		if set == nil || !executed.Contain(set) {
+		if set == nil || !hasHistory(f, executed, set) {
 			why := "it has no GTID set to prove this server has its history"
 			if set != nil {
-				why = fmt.Sprintf("this server's GTIDs (%s) do not contain the checkpoint's %s", orEmpty(f.Executed), pos.GTIDSet)
+				why = fmt.Sprintf("this server's binlog GTIDs (%s) do not contain the checkpoint's %s", orEmpty(history(f)), pos.GTIDSet)
 			}
 			return bad(CauseOtherServer, "check source.addr; to start over on this server "+ResetFix+", or "+SetFix,
 				"the checkpoint was taken on another server: stored with %s, but source.addr is %s (%s); refusing to stream another server's positions", cp.ServerUUID, f.Identity, why)
@@ -233,6 +238,36 @@ func JudgePosition(cp checkpoint.Checkpoint, f PositionFacts) Verdict {
 	}
 	v.Detail = fmt.Sprintf("%s is on the server", pos.File)
 	return v
+}
+
+// hasHistory reports whether the server's binlog holds every transaction
+// of set, whichever server wrote them: MySQL: gtid_executed contains it;
+// MariaDB: for each GTID d-s-n of the set, gtid_binlog_state has d-s-m with
+// m >= n (parsed with go-mysql's GTID code).
+func hasHistory(f PositionFacts, executed, set mysql.GTIDSet) bool {
+	if f.Flavor == mysql.MySQLFlavor {
+		return executed.Contain(set)
+	}
+	have := map[[2]uint32]uint64{}
+	for _, g := range strings.Split(f.State, ",") {
+		if gt, err := mysql.ParseMariadbGTID(strings.TrimSpace(g)); err == nil {
+			k := [2]uint32{gt.DomainID, gt.ServerID}
+			have[k] = max(have[k], gt.SequenceNumber)
+		}
+	}
+	for _, g := range set.(*mysql.MariadbGTIDSet).Sets {
+		if n, ok := have[[2]uint32{g.DomainID, g.ServerID}]; !ok || n < g.SequenceNumber {
+			return false
+		}
+	}
+	return true
+}
+
+func history(f PositionFacts) string {
+	if f.Flavor == mysql.MySQLFlavor {
+		return f.Executed
+	}
+	return f.State
 }
 
 const purgedFix = "Recover with `dialsync checkpoint reset --to-head --reason \"binlog purged\"` (jumps to the head and reconciles the queue), or set recovery.on_purged = \"reconcile\" to do this automatically"
