@@ -39,7 +39,7 @@ var ErrSchemaTooNew = errors.New("pgstore: database schema is newer than this bi
 
 // ErrNoSchema is Check's error (wrapped) when the schema was never
 // migrated: a read-only command has nothing to read yet.
-var ErrNoSchema = errors.New("no dialsync schema")
+var ErrNoSchema = errors.New("never migrated")
 
 // defaultUnlockTimeout bounds the advisory unlock at the end of Migrate.
 const defaultUnlockTimeout = 5 * time.Second
@@ -343,7 +343,7 @@ func (p *Plan) Check(ctx context.Context, pool *pgxpool.Pool, schema string) err
 		return err
 	}
 	if v == 0 {
-		return fmt.Errorf("%w: no dialsync schema %s yet in this database: run `dialsync run` once (it creates it); this command only reads", ErrNoSchema, schema)
+		return fmt.Errorf("no dialsync schema %s yet in this database (%w): run `dialsync run` once (it creates it); this command only reads", schema, ErrNoSchema)
 	}
 	if v < p.Latest() {
 		return fmt.Errorf("schema %s is at version %d, this binary needs %d: run `dialsync run` once (it migrates at start); this command only reads",

@@ -191,7 +191,7 @@ func JudgePosition(cp checkpoint.Checkpoint, f PositionFacts) Verdict {
 	if set != nil {
 		if !executed.Contain(set) {
 			return bad(CauseAhead, "check source.addr; if it is the right server, "+ResetFix+", or `dialsync checkpoint set --gtid SET --reason '...'` to a set this server has",
-				"the checkpoint's GTID set %s is ahead of the source (its binlog has %s): the source has not executed transactions the checkpoint includes: source.addr is another server, or the source was restored from a backup or rolled back; this is not a purge", pos.GTIDSet, orEmpty(f.Executed))
+				"the source cannot serve the checkpoint: its GTID set %s is ahead of the source (its binlog has %s): the source has not executed transactions the checkpoint includes: source.addr is another server, or the source was restored from a backup or rolled back; this is not a purge", pos.GTIDSet, orEmpty(f.Executed))
 		}
 		if f.PurgedKnown && f.Purged != "" {
 			if missing := purgedMissing(f.Flavor, set, f.Purged); missing != "" {
