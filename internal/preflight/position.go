@@ -170,7 +170,7 @@ func JudgePosition(cp checkpoint.Checkpoint, f PositionFacts) Verdict {
 	if pos.GTIDSet != "" {
 		var err error
 		if set, err = mysql.ParseGTIDSet(f.Flavor, pos.GTIDSet); err != nil {
-			return bad(CauseInvalid, ResetFix, "the checkpoint's GTID set %q is not a valid %s GTID set (%v)", pos.GTIDSet, f.Flavor, oneLineErr(err))
+			return bad(CauseInvalid, ResetFix, "the checkpoint's GTID set %q is an invalid %s GTID set (%v)", pos.GTIDSet, f.Flavor, oneLineErr(err))
 		}
 		if executed, err = mysql.ParseGTIDSet(f.Flavor, f.Executed); err != nil {
 			return bad(CauseInvalid, "report this: the server's GTID set could not be read", "the server's executed GTID set %q does not parse (%v)", f.Executed, oneLineErr(err))
