@@ -371,7 +371,7 @@ var badCases = []badCase{
 		// GTID 0-77-1 was written while creating the database; purge it.
 		e.purgeBinlogs()
 		e.setCheckpoint("0-77-1", "", 0)
-	}, code: 1, want: []string{"1236", "purged", "checkpoint reset --to-head --reason"}, ckpt: "same"},
+	}, code: 1, want: []string{"0-77-1", "purged", "checkpoint reset --to-head --reason"}, ckpt: "same"},
 	{name: "garbage gtid in checkpoint", setup: func(e *badEnv) { e.setCheckpoint("garbage!", "", 0) }, code: 1,
 		want: []string{"invalid mariadb gtid set", "garbage!", "checkpoint reset --to-head --reason"}, ckpt: "same"},
 

@@ -145,8 +145,8 @@ func runChecks(ctx context.Context, cfg *config.Config, log *slog.Logger) prefli
 	}
 	if srcReport[0].Status == preflight.OK {
 		step(func(ctx context.Context) { add(checkLookupServer(ctx, cfg, src)) })
-		step(func(ctx context.Context) { add(checkRule(ctx, cfg, srcTLS, log)) })
 	}
+	step(func(ctx context.Context) { add(checkLookupSession(ctx, cfg, srcTLS, log)) })
 
 	step(func(ctx context.Context) {
 		cc, err := clients.CacheConfig(cfg, log)
@@ -232,17 +232,25 @@ func checkLookupServer(ctx context.Context, cfg *config.Config, src *preflight.S
 	return preflight.CheckLookupSame(srcID, lkID)
 }
 
-// checkRule opens the lookup client the way run does, which runs the queue
-// rule for no user and checks the types of its columns: a rule run would
-// refuse at start fails here with the same words.
-func checkRule(ctx context.Context, cfg *config.Config, tc *tls.Config, log *slog.Logger) preflight.Result {
+// checkLookupSession opens the lookup session exactly as `dialsync run`
+// does (lookup.Open: the session settings, then rules.queue_sql on an
+// always-empty user set, with its column types checked), so a rule or a
+// session setting run would refuse fails here with run's own message.
+func checkLookupSession(ctx context.Context, cfg *config.Config, tc *tls.Config, log *slog.Logger) preflight.Result {
+	const name = "lookup_session"
+	lk := cfg.EffectiveLookup()
 	l, err := clients.Lookup(ctx, cfg, tc, 1, log)
 	if err != nil {
-		return preflight.Result{Name: "rules", Status: preflight.Fail, Detail: clients.Redact(err, cfg).Error(),
-			Fix: "fix rules.queue_sql as the detail says (leave it empty for the built-in rule)"}
+		return preflight.Result{Name: name, Status: preflight.Fail, Detail: clients.Redact(err, cfg).Error(),
+			Fix: "the same error stops `dialsync run`: fix what it names (rules.queue_sql, or [lookup] / [source] addr, user, password)"}
 	}
-	_ = l.Close()
-	return preflight.Result{Name: "rules", Status: preflight.OK, Detail: "the queue rule runs and returns columns dialsync can read"}
+	defer l.Close()
+	rule := "the default queue rule"
+	if strings.TrimSpace(cfg.Rules.QueueSQL) != "" {
+		rule = "rules.queue_sql"
+	}
+	return preflight.Result{Name: name, Status: preflight.OK,
+		Detail: fmt.Sprintf("session on %s set up; %s runs and returns the right columns and types", lk.Addr, rule)}
 }
 
 // natsWhere names the NATS servers without credentials.

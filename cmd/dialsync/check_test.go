@@ -46,16 +46,22 @@ func statusOf(t *testing.T, lines []checkLine, name string) checkLine {
 func TestCheckCommand(t *testing.T) {
 	p := newPipe(t, pipeOpt{my: testenv.StartMariaDB(t, testenv.MariaDBOptions{})})
 
-	// Before the first run: the schema does not exist yet (a warning), the
-	// stream neither (OK: run creates it, nothing to fix), and root's
-	// grants warn.
+	// Before the first run: the schema does not exist yet and the stream
+	// neither (OK: run creates them, nothing to fix), and root's grants
+	// warn (more than needed: REVOKE).
 	lines, code := checkJSON(t, p)
 	if code != 1 {
 		t.Fatalf("fresh setup as root: exit %d, want 1: %+v", code, lines)
 	}
-	for _, n := range []string{"postgres", "grants"} {
-		if l := statusOf(t, lines, n); l.Status != "WARN" || l.Fix == "" {
-			t.Errorf("%s: want WARN with a fix, got %+v", n, l)
+	if l := statusOf(t, lines, "grants"); l.Status != "WARN" || l.Fix == "" {
+		t.Errorf("grants: want WARN with a fix, got %+v", l)
+	}
+	if l := statusOf(t, lines, "postgres"); l.Status != "OK" || !strings.Contains(l.Detail, "creates it") {
+		t.Errorf("postgres: want OK (run creates the schema, nothing to fix), got %+v", l)
+	}
+	for _, l := range lines {
+		if l.Status == "WARN" && l.Name != "grants" {
+			t.Errorf("a WARN that needs no fix: %+v", l)
 		}
 	}
 	if l := statusOf(t, lines, "nats"); l.Status != "OK" || !strings.Contains(l.Detail, "creates it") {
@@ -70,10 +76,11 @@ func TestCheckCommand(t *testing.T) {
 	startCaughtUp(t, p)
 	p.stop()
 
-	// A least-privilege account: all OK, exit 0.
+	// A least-privilege account, exactly deploy/mysql/grants.sql's MariaDB
+	// grants: all OK, exit 0.
 	user := "ds_" + fmt.Sprint(nextServerID.Add(1))
 	p.my.Exec(t, fmt.Sprintf("CREATE USER '%s'@'%%' IDENTIFIED BY 'pw'", user),
-		fmt.Sprintf("GRANT REPLICATION SLAVE, BINLOG MONITOR, SLAVE MONITOR, REPLICATION MASTER ADMIN ON *.* TO '%s'@'%%'", user),
+		fmt.Sprintf("GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO '%s'@'%%'", user),
 		fmt.Sprintf("GRANT SELECT ON `%s`.* TO '%s'@'%%'", p.name, user))
 	p.editConfig(func(c *config.Config) { c.Source.User, c.Source.Password = user, "pw" })
 	out, errOut, code := opsCLI(t, p, "check")

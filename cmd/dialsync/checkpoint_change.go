@@ -87,51 +87,16 @@ func (c *ckptCmd) validateOnServer(ctx context.Context, pos change.Position) err
 		}
 		return nil
 	}
-	av, err := src.CheckpointAvailable(ctx, c.env.Cfg.Source.Flavor, pos, logs)
+	// No server identity: the position is judged on this server only (the
+	// identity stored with it is this server's, see exclusive).
+	v, err := src.DiagnosePosition(ctx, c.env.Cfg.Source.Flavor, checkpoint.Checkpoint{Pos: pos})
 	if err != nil {
-		return fmt.Errorf("checkpoint set: cannot check the GTID set on the source: %w%s", err, hint)
+		return fmt.Errorf("checkpoint set: cannot check the GTID set on the source: a query failed: %w%s", clients.Redact(err, c.env.Cfg), hint)
 	}
-	if !av.OK {
-		return usagef("checkpoint set: %s%s", av.Detail, hint)
-	}
-	if beyond, err := gtidBeyondServer(ctx, src, c.env.Cfg.Source.Flavor, pos.GTIDSet); err != nil {
-		return fmt.Errorf("checkpoint set: %w%s", err, hint)
-	} else if beyond != "" {
-		return usagef("checkpoint set: --gtid %s is ahead of the source (%s)%s", pos.GTIDSet, beyond, hint)
+	if !v.OK() {
+		return usagef("checkpoint set: --gtid %s: %s%s", pos.GTIDSet, v.Detail, hint)
 	}
 	return nil
-}
-
-// gtidBeyondServer returns why set is ahead of what the source has written
-// ("" when it is not): MySQL: not a subset of gtid_executed; MariaDB: a
-// domain's sequence above gtid_binlog_pos's.
-func gtidBeyondServer(ctx context.Context, src *preflight.Source, flavor, set string) (string, error) {
-	if flavor == mysql.MySQLFlavor {
-		rows, err := src.Query(ctx, fmt.Sprintf("SELECT GTID_SUBSET('%s', @@GLOBAL.gtid_executed) AS ok", set))
-		if err != nil {
-			return "", err
-		}
-		if len(rows) == 1 && rows[0]["ok"] == "1" {
-			return "", nil
-		}
-		return "not within gtid_executed", nil
-	}
-	vars, err := src.Vars(ctx, "gtid_binlog_pos")
-	if err != nil {
-		return "", err
-	}
-	have, err := mysql.ParseMariadbGTIDSet(vars["gtid_binlog_pos"])
-	if err != nil {
-		return "", fmt.Errorf("parse gtid_binlog_pos %q: %w", vars["gtid_binlog_pos"], err)
-	}
-	want, _ := mysql.ParseMariadbGTIDSet(set)
-	for d, g := range want.(*mysql.MariadbGTIDSet).Sets {
-		h, ok := have.(*mysql.MariadbGTIDSet).Sets[d]
-		if !ok || h.SequenceNumber < g.SequenceNumber {
-			return fmt.Sprintf("gtid_binlog_pos is %s", vars["gtid_binlog_pos"]), nil
-		}
-	}
-	return "", nil
 }
 
 // change runs a checkpoint change and reports old -> new with its history
@@ -276,16 +241,12 @@ func (c *ckptCmd) rollback(ctx context.Context) error {
 		if !c.force && !target.New.IsZero() {
 			src := c.source()
 			defer src.Close()
-			logs, err := src.BinaryLogs(ctx)
+			v, err := src.DiagnosePosition(ctx, c.env.Cfg.Source.Flavor, checkpoint.Checkpoint{Pos: target.New})
 			if err != nil {
-				return fmt.Errorf("checkpoint rollback: cannot check the position on the source: %w (--force skips the check)", clients.Redact(err, c.env.Cfg))
+				return fmt.Errorf("checkpoint rollback: cannot check the position on the source: a query failed: %w (--force skips the check)", clients.Redact(err, c.env.Cfg))
 			}
-			av, err := src.CheckpointAvailable(ctx, c.env.Cfg.Source.Flavor, target.New, logs)
-			if err != nil {
-				return fmt.Errorf("checkpoint rollback: cannot check the position on the source: %w (--force skips the check)", err)
-			}
-			if !av.OK {
-				return usagef("checkpoint rollback: entry %d's position %s is no longer usable: %s (--force stores it anyway)", c.to, target.New, av.Detail)
+			if !v.OK() {
+				return usagef("checkpoint rollback: entry %d's position %s is no longer usable: %s (--force stores it anyway)", c.to, target.New, v.Detail)
 			}
 		}
 		return c.change(ctx, "rollback", func(ctx context.Context) error {

@@ -97,7 +97,13 @@ func runCheckpoint(ctx context.Context, args []string, stdout, stderr io.Writer)
 	// Operator commands print their own output; the logger carries only
 	// warnings from the libraries.
 	c.log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("pipeline", cfg.Pipeline.Name)
-	c.env, err = pipeline.OpenEnv(ctx, cfg, c.log)
+	// show and history only read: they never migrate (a PostgreSQL user
+	// without CREATE may run them).
+	open := pipeline.OpenEnv
+	if sub == "show" || sub == "history" {
+		open = pipeline.OpenEnvReadOnly
+	}
+	c.env, err = open(ctx, cfg, c.log)
 	if err != nil {
 		return err
 	}
@@ -222,6 +228,15 @@ func (c *ckptCmd) exclusive(ctx context.Context, fn func(context.Context) error)
 	// Writes this command makes (the reconcile of reset --to-head) are
 	// fenced like run's: they carry this lease's epoch.
 	c.env.Ckpt.SetEpoch(lease.Epoch())
+	// A position an operator stores is the source's: store its identity
+	// with it, so run recognises it as this server's (and not the server a
+	// previous checkpoint came from). Unknown (source unreachable, with
+	// --force): the stored identity is kept.
+	src := c.source()
+	if id, err := src.Identity(ctx); err == nil {
+		c.env.Ckpt.SetServerUUID(id)
+	}
+	src.Close()
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	go func() {
@@ -274,10 +289,14 @@ type showOutput struct {
 	// OnServer is nil when the source could not be asked.
 	OnServer       *bool  `json:"on_server,omitempty"`
 	OnServerDetail string `json:"on_server_detail,omitempty"`
-	SourceError    string `json:"source_error,omitempty"`
-	LeaseHeld      bool   `json:"lease_held"`
-	LeaseHolder    string `json:"lease_holder,omitempty"`
-	LeaseEpoch     int64  `json:"lease_epoch"`
+	OnServerFix    string `json:"on_server_fix,omitempty"`
+	// SourceError is why the source could not be asked: unreachable
+	// (SourceUnreachable), or a query that failed.
+	SourceError       string `json:"source_error,omitempty"`
+	SourceUnreachable bool   `json:"source_unreachable,omitempty"`
+	LeaseHeld         bool   `json:"lease_held"`
+	LeaseHolder       string `json:"lease_holder,omitempty"`
+	LeaseEpoch        int64  `json:"lease_epoch"`
 }
 
 func (c *ckptCmd) show(ctx context.Context) error {
@@ -312,6 +331,10 @@ func (c *ckptCmd) show(ctx context.Context) error {
 }
 
 func (c *ckptCmd) sourceFacts(ctx context.Context, src *preflight.Source, cp checkpoint.Checkpoint, found bool, out *showOutput) error {
+	if err := src.Connect(ctx); err != nil {
+		out.SourceUnreachable = true
+		return err
+	}
 	file, pos, ok, err := src.Head(ctx)
 	if err != nil {
 		return err
@@ -332,11 +355,12 @@ func (c *ckptCmd) sourceFacts(ctx context.Context, src *preflight.Source, cp che
 			out.BytesBehind = &n
 		}
 	}
-	av, err := src.CheckpointAvailable(ctx, c.env.Cfg.Source.Flavor, cp.Pos, logs)
+	v, err := src.DiagnosePosition(ctx, c.env.Cfg.Source.Flavor, cp)
 	if err != nil {
 		return err
 	}
-	out.OnServer, out.OnServerDetail = &av.OK, av.Detail
+	ok = v.OK()
+	out.OnServer, out.OnServerDetail, out.OnServerFix = &ok, v.Detail, v.Fix
 	return nil
 }
 
@@ -366,12 +390,15 @@ func (c *ckptCmd) printShow(o showOutput) {
 				fmt.Fprintf(w, "on server:\tyes (%s)\n", o.OnServerDetail)
 			} else {
 				fmt.Fprintf(w, "on server:\tNO: %s\n", o.OnServerDetail)
-				fmt.Fprintf(w, "fix:\tdialsync checkpoint reset --to-head --reason '...' (jumps to the head and reconciles the whole queue)\n")
+				fmt.Fprintf(w, "fix:\t%s\n", o.OnServerFix)
 			}
 		}
 	}
-	if o.SourceError != "" {
+	switch {
+	case o.SourceUnreachable:
 		fmt.Fprintf(w, "source:\tunreachable: %s\n", o.SourceError)
+	case o.SourceError != "":
+		fmt.Fprintf(w, "source:\ta query failed: %s\n", o.SourceError)
 	}
 	switch {
 	case o.LeaseHeld:

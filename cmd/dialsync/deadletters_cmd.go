@@ -106,7 +106,11 @@ func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 	// Operator commands print their own output; the logger carries only
 	// warnings from the libraries and the apply loop.
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("pipeline", cfg.Pipeline.Name)
-	env, err := pipeline.OpenEnv(ctx, cfg, log)
+	open := pipeline.OpenEnv
+	if sub == "list" {
+		open = pipeline.OpenEnvReadOnly // reads only: never migrates
+	}
+	env, err := open(ctx, cfg, log)
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 
 	"dialsync/internal/clients"
 	"dialsync/internal/config"
+	"dialsync/internal/dbschema"
 	"dialsync/internal/explain"
 )
 
@@ -220,5 +221,15 @@ func inspectPostgres(ctx context.Context, cfg *config.Config) (*pgxpool.Pool, er
 		return nil, err
 	}
 	pcfg.MaxConns = 1
-	return clients.Postgres(ctx, cfg, pcfg)
+	pool, err := clients.Postgres(ctx, cfg, pcfg)
+	if err != nil {
+		return nil, err
+	}
+	// A schema that is missing or at another version is said as such,
+	// not as the failed queries it would cause.
+	if err := dbschema.CheckVersion(ctx, pool, cfg.Postgres.Schema); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	return pool, nil
 }

@@ -154,7 +154,11 @@ func runReconcileCmd(ctx context.Context, args []string, stdout, stderr io.Write
 		return err
 	}
 	log := newLogger(cfg, stderr)
-	env, err := pipeline.OpenEnv(ctx, cfg, log)
+	open := pipeline.OpenEnv
+	if a.dryRun {
+		open = pipeline.OpenEnvReadOnly // reads only: never migrates
+	}
+	env, err := open(ctx, cfg, log)
 	if err != nil {
 		return err
 	}

@@ -10,8 +10,12 @@
 --   REPLICATION SLAVE   COM_BINLOG_DUMP(_GTID): stream the binlog.
 --   REPLICATION CLIENT  SHOW MASTER STATUS / SHOW BINARY LOG STATUS and
 --                       SHOW BINARY LOGS: the head position, lag in bytes,
---                       retention headroom, purged-checkpoint detection.
+--                       retention headroom, purged-checkpoint detection;
+--                       on MariaDB also SHOW BINLOG EVENTS (is the checkpoint
+--                       an event boundary, which GTIDs were purged).
 --                       (MariaDB 10.5+: BINLOG MONITOR; see below.)
+--   Not needed: SLAVE MONITOR, REPLICATION MASTER ADMIN (`dialsync check`
+--                       reads what it needs without them), SUPER, any write.
 --   SELECT on the five tracked tables: batched point lookups, the queue
 --                       rule, reconcile, and the column metadata canal reads
 --                       (SHOW FULL COLUMNS / SHOW INDEX need a privilege on

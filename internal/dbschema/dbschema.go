@@ -39,6 +39,10 @@ var plan = migrate.MustNew(sources()...)
 // newer dialsync than this binary (migrate.ErrSchemaTooNew).
 var ErrSchemaTooNew = migrate.ErrSchemaTooNew
 
+// ErrNoSchema is returned (wrapped) by CheckVersion when the schema was
+// never migrated (migrate.ErrNoSchema).
+var ErrNoSchema = migrate.ErrNoSchema
+
 // LatestVersion is the newest schema version this binary knows.
 func LatestVersion() int { return plan.Latest() }
 

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -35,6 +36,10 @@ import (
 // release no longer understands, so we refuse instead. (The text predates
 // this package and is kept: operators search logs for it.)
 var ErrSchemaTooNew = errors.New("pgstore: database schema is newer than this binary")
+
+// ErrNoSchema is Check's error (wrapped) when the schema was never
+// migrated: a read-only command has nothing to read yet.
+var ErrNoSchema = errors.New("never migrated")
 
 // defaultUnlockTimeout bounds the advisory unlock at the end of Migrate.
 const defaultUnlockTimeout = 5 * time.Second
@@ -179,6 +184,18 @@ func lockKey(schema string) int64 {
 // at a version newer than the plan knows, Migrate fails with
 // ErrSchemaTooNew and changes nothing.
 func (p *Plan) Migrate(ctx context.Context, pool *pgxpool.Pool, schema string) error {
+	// Nothing to do needs no privilege: a role without CREATE can run on a
+	// schema an administrator migrated (docs/troubleshooting.md).
+	if v, err := Version(ctx, pool, schema); err == nil && v >= p.Latest() {
+		return p.checkNotTooNew(schema, v)
+	}
+	if err := p.migrate(ctx, pool, schema); err != nil {
+		return explainDenied(ctx, pool, schema, err)
+	}
+	return nil
+}
+
+func (p *Plan) migrate(ctx context.Context, pool *pgxpool.Pool, schema string) error {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("migrate %s: acquire connection: %w", schema, err)
@@ -203,8 +220,17 @@ func (p *Plan) Migrate(ctx context.Context, pool *pgxpool.Pool, schema string) e
 
 	sch := pgx.Identifier{schema}.Sanitize()
 	tbl := pgx.Identifier{schema, "schema_migrations"}.Sanitize()
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+sch); err != nil {
-		return fmt.Errorf("migrate %s: create schema: %w", schema, err)
+	// CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when
+	// the schema exists: skip it for a schema an administrator created
+	// (CREATE SCHEMA ... AUTHORIZATION, see deploy/postgres/grants.sql).
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", schema).Scan(&exists); err != nil {
+		return fmt.Errorf("migrate %s: look up the schema: %w", schema, err)
+	}
+	if !exists {
+		if _, err := conn.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+sch); err != nil {
+			return fmt.Errorf("migrate %s: create schema: %w", schema, err)
+		}
 	}
 	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+tbl+` (
 		version    integer     PRIMARY KEY,
@@ -266,6 +292,26 @@ func apply(ctx context.Context, conn *pgx.Conn, schema, tbl string, st step) err
 	return nil
 }
 
+// explainDenied adds the fix to a migration PostgreSQL refused for lack of
+// a privilege (SQLSTATE 42501): who lacks what, and the two ways out.
+func explainDenied(ctx context.Context, pool *pgxpool.Pool, schema string, err error) error {
+	var pg *pgconn.PgError
+	if !errors.As(err, &pg) || pg.Code != "42501" { // insufficient_privilege
+		return err
+	}
+	user, db := "the postgres.dsn user", "the database"
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	var u, d string
+	if pool.QueryRow(ctx, "SELECT current_user, current_database()").Scan(&u, &d) == nil {
+		user, db = pgx.Identifier{u}.Sanitize(), pgx.Identifier{d}.Sanitize()
+	}
+	sch := pgx.Identifier{schema}.Sanitize()
+	return fmt.Errorf("%w: the postgres.dsn user may not create dialsync's tables: GRANT CREATE ON DATABASE %s TO %s; (dialsync then creates schema %s), "+
+		"or have an administrator run CREATE SCHEMA %s AUTHORIZATION %s; (see deploy/postgres/grants.sql), or let an administrator run `dialsync run` once to migrate",
+		err, db, user, schema, sch, user)
+}
+
 // Version returns the schema's migration version: 0 when the schema or its
 // schema_migrations table does not exist yet. It only reads.
 func Version(ctx context.Context, pool *pgxpool.Pool, schema string) (int, error) {
@@ -296,8 +342,11 @@ func (p *Plan) Check(ctx context.Context, pool *pgxpool.Pool, schema string) err
 	if err := p.checkNotTooNew(schema, v); err != nil {
 		return err
 	}
+	if v == 0 {
+		return fmt.Errorf("no dialsync schema %s yet in this database (%w): run `dialsync run` once (it creates it); this command only reads", schema, ErrNoSchema)
+	}
 	if v < p.Latest() {
-		return fmt.Errorf("schema %s is at version %d, this binary needs %d: run dialsync (it migrates at start)",
+		return fmt.Errorf("schema %s is at version %d, this binary needs %d: run `dialsync run` once (it migrates at start); this command only reads",
 			schema, v, p.Latest())
 	}
 	return nil

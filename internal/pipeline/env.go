@@ -59,9 +59,22 @@ func OpenEnv(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Env, e
 	return openEnv(ctx, cfg, log, nil)
 }
 
+// OpenEnvReadOnly is OpenEnv for the commands that only read (checkpoint
+// show and history, deadletters list, reconcile --dry-run): it never
+// migrates, so it works for a PostgreSQL user that may not create
+// anything, and refuses a schema that is missing or not at this binary's
+// version with the command that fixes it (dbschema.CheckVersion).
+func OpenEnvReadOnly(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Env, error) {
+	return open(ctx, cfg, log, nil, false)
+}
+
 // openEnv is OpenEnv with a tracer of every statement on the pool (nil:
 // none).
 func openEnv(ctx context.Context, cfg *config.Config, log *slog.Logger, tracer pgx.QueryTracer) (*Env, error) {
+	return open(ctx, cfg, log, tracer, true)
+}
+
+func open(ctx context.Context, cfg *config.Config, log *slog.Logger, tracer pgx.QueryTracer, migrate bool) (*Env, error) {
 	e := &Env{Cfg: cfg, Log: log}
 	var err error
 	if e.Keys, err = clients.Keys(cfg); err != nil {
@@ -78,9 +91,14 @@ func openEnv(ctx context.Context, cfg *config.Config, log *slog.Logger, tracer p
 	if e.Pool, err = clients.Postgres(ctx, cfg, pcfg); err != nil {
 		return nil, err // names the server and the fix
 	}
-	if err := dbschema.Migrate(ctx, e.Pool, cfg.Postgres.Schema); err != nil {
+	if migrate {
+		if err := dbschema.Migrate(ctx, e.Pool, cfg.Postgres.Schema); err != nil {
+			e.Close()
+			return nil, fmt.Errorf("postgres: migrate schema %s: %w", cfg.Postgres.Schema, err)
+		}
+	} else if err := dbschema.CheckVersion(ctx, e.Pool, cfg.Postgres.Schema); err != nil {
 		e.Close()
-		return nil, fmt.Errorf("postgres: migrate schema %s: %w", cfg.Postgres.Schema, err)
+		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	e.Ckpt = checkpoint.NewStore(e.Pool, cfg.Postgres.Schema, cfg.Pipeline.Name)
 	e.Queue = pgstore.NewQueue(e.Pool, cfg.Postgres.Schema, cfg.Pipeline.Name)

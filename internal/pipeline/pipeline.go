@@ -174,7 +174,7 @@ func (p *Pipeline) open(ctx context.Context, opt Options) error {
 		p.mon.mu.Unlock()
 	}
 	if p.found {
-		if err := p.recoverPurged(ctx); err != nil {
+		if err := p.checkCheckpoint(ctx); err != nil {
 			return err
 		}
 	}

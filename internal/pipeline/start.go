@@ -8,34 +8,59 @@ import (
 
 	"dialsync/canal"
 	"dialsync/change"
+	"dialsync/checkpoint"
 	"dialsync/internal/clients"
 	"dialsync/internal/config"
-	"dialsync/internal/lookup"
 	"dialsync/internal/metrics"
+	"dialsync/internal/preflight"
 	"dialsync/internal/reconcile"
 )
 
-// recoverPurged checks that the source still has the checkpoint's binlog.
-// When it does not, recovery.on_purged = "reconcile" jumps to the head:
-// the checkpoint is removed and Run bootstraps; otherwise it is an error
-// naming the recovery command.
-func (p *Pipeline) recoverPurged(ctx context.Context) error {
-	err := p.checkPositionOnServer(ctx, p.cp.Pos)
-	if err == nil {
+// checkCheckpoint judges the stored checkpoint against the source before
+// streaming, the same way `dialsync check` does (preflight.JudgePosition):
+// another server's checkpoint is refused unless that server's GTID history
+// is here (a failover: accepted, logged, and the new identity is stored
+// with the next checkpoint); a position the source cannot serve stops with
+// its real cause. Only a provably purged binlog may be recovered from by
+// itself: with recovery.on_purged = "reconcile" the checkpoint is removed
+// and Run bootstraps; every other cause is an error, whatever on_purged
+// says (docs/troubleshooting.md).
+func (p *Pipeline) checkCheckpoint(ctx context.Context) error {
+	v, err := p.diagnose(ctx, p.cp)
+	if err != nil {
+		return fmt.Errorf("checkpoint %s: cannot check it on the source: a query failed: %w", p.cp.Pos, err)
+	}
+	if v.Failover {
+		p.log.Warn("the checkpoint was taken on another server whose GTID history this server has (failover): resuming by GTID; the next checkpoint is stored with this server's identity",
+			"checkpoint", p.cp.Pos.String(), "checkpoint_server", p.cp.ServerUUID, "server", v.Identity)
+	}
+	if v.OK() {
 		return nil
 	}
-	if p.cfg.Recovery.OnPurged != "reconcile" {
-		return err
+	if !v.Purged() || p.cfg.Recovery.OnPurged != "reconcile" {
+		return fmt.Errorf("checkpoint %s of pipeline %s: %w", p.cp.Pos, p.cfg.Pipeline.Name, v.Err())
 	}
 	// Safe because the queue is recomputable: jump to the head and
 	// reconcile everything (docs/design.md, bootstrap).
-	p.log.Error("AUTOMATIC RECOVERY: the binlog at the checkpoint is gone; jumping to the source head and running a full reconcile (recovery.on_purged = \"reconcile\")", "checkpoint", p.cp.Pos.String(), "err", err)
+	p.log.Error("AUTOMATIC RECOVERY: the binlog at the checkpoint is gone; jumping to the source head and running a full reconcile (recovery.on_purged = \"reconcile\")", "checkpoint", p.cp.Pos.String(), "cause", v.Detail)
 	p.mon.m.PurgedRecoveries.Inc()
 	if err := p.env.Ckpt.Reset(ctx, "dialsync", "binlog purged past the checkpoint: automatic recovery (recovery.on_purged = reconcile)"); err != nil {
 		return err
 	}
 	p.found = false
 	return nil
+}
+
+// diagnose asks the binlog server (with the binlog user) about cp.
+func (p *Pipeline) diagnose(ctx context.Context, cp checkpoint.Checkpoint) (preflight.Verdict, error) {
+	cc := p.env.Canal
+	src := &preflight.Source{Addr: cc.Addr, User: cc.User, Password: cc.Password, TLS: cc.TLS, Timeout: 10 * time.Second}
+	defer src.Close()
+	v, err := src.DiagnosePosition(ctx, p.cfg.Source.Flavor, cp)
+	if err != nil {
+		return v, clients.Redact(err, p.cfg)
+	}
+	return v, nil
 }
 
 // seed gives the apply loop the claim -> user and user -> address maps as
@@ -206,51 +231,20 @@ func (p *Pipeline) checkSameServer(ctx context.Context) error {
 	return nil
 }
 
-// checkPositionOnServer fails when the checkpoint's binlog file is gone
-// from the server (purged), with the recovery command. It only judges
-// checkpoints taken on this server: after a failover the file names differ
-// and the GTID set decides (the server refuses a purged GTID, see
-// explainStreamError).
-func (p *Pipeline) checkPositionOnServer(ctx context.Context, pos change.Position) error {
-	if pos.File == "" {
-		return nil
-	}
-	logs, err := p.env.Lookup.BinaryLogs(ctx)
-	if err != nil || len(logs) == 0 {
-		return nil // check reports missing grants; the stream will fail loudly if need be
-	}
-	if _, ok := lookup.BytesBehind(logs, pos.File, pos.Pos); ok {
-		return nil
-	}
-	if pos.File > logs[len(logs)-1].Name {
-		return nil // a newer file than this server has: another server's name space
-	}
-	return positionGone(pos, fmt.Sprintf("%s:4 (oldest binlog on the server)", logs[0].Name))
-}
-
-func positionGone(pos change.Position, oldest string) error {
-	return fmt.Errorf("the source cannot serve the checkpoint's position (binlog purged, or past the end of its file): checkpoint %s; oldest available: %s. "+
-		"Recover with `dialsync checkpoint reset --to-head --reason \"binlog purged\"` (jumps to the head and reconciles the queue), "+
-		"or set recovery.on_purged = \"reconcile\" to do this automatically", pos, oldest)
-}
-
 // explainStreamError turns a binlog stream failure into an operator's
-// message with the recovery command.
+// message with the recovery command: a position the server refused is
+// judged again (preflight.JudgePosition) to name its real cause.
 func (p *Pipeline) explainStreamError(err error) error {
 	if errors.Is(err, canal.ErrPositionGone) {
-		oldest := "unknown"
-		if logs, lerr := p.env.Lookup.BinaryLogs(context.Background()); lerr == nil && len(logs) > 0 {
-			oldest = logs[0].Name + ":4"
+		cp, found, lerr := p.env.Ckpt.Load(context.Background())
+		if lerr == nil && found {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if v, derr := p.diagnose(ctx, cp); derr == nil && !v.OK() {
+				return fmt.Errorf("checkpoint %s of pipeline %s: %w (%v)", cp.Pos, p.cfg.Pipeline.Name, v.Err(), err)
+			}
 		}
-		return fmt.Errorf("%w (%v)", positionGone(p.lastPosition(), oldest), err)
+		return fmt.Errorf("the source cannot serve the checkpoint's position %s: %w; if the binlog was purged: %s", cp.Pos, err, preflight.ResetFix)
 	}
 	return fmt.Errorf("binlog: %w", err)
-}
-
-func (p *Pipeline) lastPosition() change.Position {
-	cp, _, err := p.env.Ckpt.Load(context.Background())
-	if err != nil {
-		return change.Position{}
-	}
-	return cp.Pos
 }

@@ -222,65 +222,6 @@ func (w *groupWalker) step(e Event) bool {
 	return !w.inGroup
 }
 
-// Availability says whether the binlog at a checkpoint is still on the
-// server.
-type Availability struct {
-	OK     bool
-	Detail string // why not (or how it was determined)
-}
-
-// CheckpointAvailable tells whether streaming can resume at pos: its file
-// is listed in logs with pos inside it, and (when pos has a GTID set) the
-// GTIDs after it were not purged: MySQL: GTID_SUBSET(@@gtid_purged, set);
-// MariaDB: the set reaches the Gtid_list at the start of the oldest binlog
-// (everything before that list is in purged files).
-func (s *Source) CheckpointAvailable(ctx context.Context, flavor string, pos change.Position, logs []BinlogFile) (Availability, error) {
-	if len(logs) == 0 {
-		return Availability{Detail: "the server lists no binary logs"}, nil
-	}
-	if pos.File != "" {
-		i := FindLog(logs, pos.File)
-		if i < 0 {
-			return Availability{Detail: fmt.Sprintf("binlog %s is no longer on the server (oldest is %s): it was purged", pos.File, logs[0].Name)}, nil
-		}
-		if uint64(pos.Pos) > logs[i].Size {
-			return Availability{Detail: fmt.Sprintf("offset %d is past the end of %s (%d bytes)", pos.Pos, pos.File, logs[i].Size)}, nil
-		}
-	}
-	if pos.GTIDSet == "" {
-		return Availability{OK: true, Detail: fmt.Sprintf("%s is on the server", pos.File)}, nil
-	}
-	set, err := mysql.ParseGTIDSet(flavor, pos.GTIDSet)
-	if err != nil {
-		return Availability{Detail: fmt.Sprintf("checkpoint GTID set %q is not a valid %s GTID set: %v", pos.GTIDSet, flavor, err)}, nil
-	}
-	if flavor == mysql.MySQLFlavor {
-		rows, err := s.Query(ctx, fmt.Sprintf("SELECT GTID_SUBSET(@@GLOBAL.gtid_purged, '%s') AS ok", set.String()))
-		if err != nil {
-			return Availability{}, err
-		}
-		if len(rows) == 0 || rows[0]["ok"] != "1" {
-			return Availability{Detail: "the server purged GTIDs the checkpoint has not seen (gtid_purged is not a subset of the checkpoint)"}, nil
-		}
-		return Availability{OK: true, Detail: "gtid_purged is within the checkpoint"}, nil
-	}
-	evs, err := s.Events(ctx, logs[0].Name, 4, 10)
-	if err != nil {
-		return Availability{}, err
-	}
-	for _, e := range evs {
-		if e.Type != "Gtid_list" {
-			continue
-		}
-		missing := mariaDBMissing(set.(*mysql.MariadbGTIDSet), e.Info)
-		if missing != "" {
-			return Availability{Detail: fmt.Sprintf("the oldest binlog %s starts after %s, which the checkpoint has not reached: those GTIDs were purged", logs[0].Name, missing)}, nil
-		}
-		return Availability{OK: true, Detail: fmt.Sprintf("the oldest binlog %s starts at %s, within the checkpoint", logs[0].Name, e.Info)}, nil
-	}
-	return Availability{OK: true, Detail: "no Gtid_list in the oldest binlog to compare with"}, nil
-}
-
 // mariaDBMissing returns the GTIDs of a Gtid_list event's Info ("[0-1-5,1-2-3]")
 // that the position has not reached ("" when none): per domain, the
 // position's sequence must be at least the list's.

@@ -155,6 +155,11 @@ func TestCheckSourceProblems(t *testing.T) {
 		s := startSrv(t, testenv.MariaDBOptions{})
 		s.my.Exec(t, "CREATE TABLE `"+s.db+"`.t1 (id INT PRIMARY KEY)")
 		cp := headPos(t, s)
+		// A transaction after the checkpoint, purged below: with GTIDs, a
+		// purge is a loss only when something after the checkpoint went
+		// (a purged file with nothing after the checkpoint is still
+		// served by GTID).
+		s.my.Exec(t, "CREATE TABLE `"+s.db+"`.t0 (id INT PRIMARY KEY)")
 		s.my.Exec(t, "FLUSH BINARY LOGS")
 		logs, err := s.src.BinaryLogs(ctx)
 		if err != nil {

@@ -6,41 +6,10 @@ import (
 	"net"
 	"strings"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"dialsync/internal/dbschema"
 	"dialsync/internal/publish"
 )
-
-// CheckPostgres pings PostgreSQL and compares the schema's migration
-// version with this binary's, without migrating: not yet created or older
-// is a WARN (run migrates at start), newer is a FAIL (an older binary than
-// the schema).
-func CheckPostgres(ctx context.Context, pool *pgxpool.Pool, schema, where string) Result {
-	const name = "postgres"
-	if err := pool.Ping(ctx); err != nil {
-		return fail(name, "check postgres.dsn (DIALSYNC_POSTGRES_DSN) and that the server is up",
-			"cannot connect to %s: %v", where, err)
-	}
-	v, err := dbschema.Version(ctx, pool, schema)
-	if err != nil {
-		return fail(name, "check that the postgres.dsn user may read schema "+schema, "%s: %v", where, err)
-	}
-	latest := dbschema.LatestVersion()
-	switch {
-	case v == latest:
-		return ok(name, "%s, schema %s at version %d", where, schema, v)
-	case v > latest:
-		return fail(name, "upgrade dialsync: this binary is older than the schema",
-			"%s: schema %s is at version %d, newer than this binary's %d", where, schema, v, latest)
-	case v == 0:
-		return warn(name, "nothing to do: `dialsync run` creates it at start (the postgres.dsn user needs CREATE on the database)",
-			"%s: schema %s does not exist yet", where, schema)
-	}
-	return warn(name, "nothing to do: `dialsync run` migrates it at start",
-		"%s: schema %s is at version %d, this binary migrates it to %d", where, schema, v, latest)
-}
 
 // CheckRedis reports a Redis ping (err from cache.Open or a ping).
 func CheckRedis(where string, err error) Result {
@@ -81,7 +50,8 @@ func CheckStream(ctx context.Context, js jetstream.JetStream, cfg publish.Config
 	case err != nil:
 		return fail(name, "see the message: fix the stream, or set nats.stream / nats.subject_prefix to match it", "%v", err)
 	case note != "":
-		return warn(name, "nothing to do if that stream is meant to hold the notices; else set nats.stream to another name", "%s", note)
+		// Fit for the notices and used unchanged: nothing to fix.
+		return ok(name, "%s", note)
 	case next != nil:
 		return ok(name, "stream %s captures %s.>; `dialsync run` will widen it: %s", cfg.Stream, cfg.SubjectPrefix, strings.Join(publish.Differences(c, *next), "; "))
 	}

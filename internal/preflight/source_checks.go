@@ -139,12 +139,16 @@ func (s *Source) checkReplicaUpdates(ctx context.Context, version string, v map[
 		q = "SHOW REPLICA STATUS"
 	}
 	rows, err := s.Query(ctx, q)
+	if err != nil && IsMariaDB(version) {
+		// MariaDB >= 10.5.2 shows SHOW SLAVE STATUS only with SLAVE
+		// MONITOR, which dialsync does not need: ask what needs no
+		// privilege instead (running replication threads, and the GTID
+		// position replication has applied, empty on a server that never
+		// replicated).
+		return s.replicaByStatus(ctx, name, q, err)
+	}
 	if err != nil {
-		priv := "REPLICATION CLIENT"
-		if IsMariaDB(version) && atLeast(version, "10.5.2") {
-			priv = "SLAVE MONITOR"
-		}
-		return warn(name, fmt.Sprintf("GRANT %s ON *.* TO the dialsync user, or check by hand that the source is not a replica", priv),
+		return warn(name, "GRANT REPLICATION CLIENT ON *.* TO the dialsync user (deploy/mysql/grants.sql), or check by hand that the source is not a replica",
 			"OFF, and cannot tell whether the source is a replica (%s: %v)", q, err)
 	}
 	if len(rows) == 0 {
@@ -156,6 +160,22 @@ func (s *Source) checkReplicaUpdates(ctx context.Context, version string, v map[
 	}
 	return fail(name, fmt.Sprintf("set %s = ON in my.cnf and restart (it is read-only at runtime; RDS: enable automated backups on the replica, which turns it on)", varName),
 		"OFF on a replica: the changes it replicates never reach its binlog, so dialsync would see nothing")
+}
+
+// replicaByStatus tells a MariaDB replica from Slaves_running and
+// gtid_slave_pos, which any account may read.
+func (s *Source) replicaByStatus(ctx context.Context, name, q string, qerr error) Result {
+	rows, err := s.Query(ctx, "SELECT @@GLOBAL.gtid_slave_pos AS slave_pos, (SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'SLAVES_RUNNING') AS running")
+	if err != nil || len(rows) != 1 {
+		return warn(name, "GRANT SLAVE MONITOR ON *.* TO the dialsync user, or check by hand that the source is not a replica",
+			"OFF, and cannot tell whether the source is a replica (%s: %v; gtid_slave_pos: %v)", q, qerr, err)
+	}
+	running, pos := rows[0]["running"], rows[0]["slave_pos"]
+	if (running == "" || running == "0") && pos == "" {
+		return ok(name, "OFF, fine: the source is not a replica (no replication running, gtid_slave_pos empty)")
+	}
+	return fail(name, "set log_slave_updates = ON in my.cnf and restart (it is read-only at runtime), or point source.addr at the primary",
+		"OFF, and the source replicates (or did: Slaves_running %s, gtid_slave_pos %q): the changes it replicates never reach its binlog, so dialsync would not see them", orEmpty(running), pos)
 }
 
 // BinlogRetention is the server's time-based binlog expiry: MySQL 8 and
@@ -283,12 +303,11 @@ func (s *Source) checkServerID(ctx context.Context, version string, v map[string
 	}
 	rows, err := s.Query(ctx, q)
 	if err != nil {
-		priv := "REPLICATION SLAVE"
-		if IsMariaDB(version) && atLeast(version, "10.5.2") {
-			priv = "REPLICATION MASTER ADMIN"
-		}
-		return warn(name, fmt.Sprintf("make sure no replica of the source uses server_id %d (listing them needs %s)", ours, priv),
-			"%d differs from the source's, but cannot list the source's replicas (%s: %v)", ours, q, err)
+		// Listing replicas needs a privilege dialsync does not (MariaDB
+		// >= 10.5.2: REPLICATION MASTER ADMIN). Nothing to fix: a
+		// collision stops `dialsync run` at once with its own error
+		// naming source.server_id (canal's classify).
+		return ok(name, "%d differs from the source's own; the source's replicas are not listed (%s needs a privilege dialsync does not need): another replica with this id would stop `dialsync run` with a clear error", ours, q)
 	}
 	for _, r := range rows {
 		if r["server_id"] != strconv.FormatUint(uint64(ours), 10) {
@@ -368,7 +387,7 @@ func (s *Source) checkTables(ctx context.Context, in SourceInput) Result {
 // exception; the availability check covers it).
 func (s *Source) checkCheckpoint(ctx context.Context, in SourceInput, retention time.Duration, known bool) []Result {
 	const name, hname = "checkpoint", "retention_headroom"
-	reset := "dialsync checkpoint reset --to-head --reason '...' (jumps to the source head and reconciles the whole queue; or set recovery.on_purged = \"reconcile\")"
+	reset := ResetFix
 	if in.CheckpointErr != nil {
 		return []Result{fail(name, "see the postgres check", "cannot read the stored checkpoint: %v", in.CheckpointErr)}
 	}
@@ -376,19 +395,17 @@ func (s *Source) checkCheckpoint(ctx context.Context, in SourceInput, retention 
 		return []Result{ok(name, "none stored: the next run bootstraps (records the head, reconciles, then streams)")}
 	}
 	cp := in.Checkpoint
-	logs, err := s.BinaryLogs(ctx)
+	// The same judgement as run's at start (JudgePosition): the same cause,
+	// the same fix.
+	v, err := s.DiagnosePosition(ctx, in.Flavor, *cp)
 	if err != nil {
-		return []Result{fail(name, "GRANT REPLICATION CLIENT (MariaDB: BINLOG MONITOR) ON *.* to the dialsync user", "cannot list binary logs to find the checkpoint %s: %v", cp.Pos, err)}
+		return []Result{fail(name, "see the error: a query on the source failed", "cannot check checkpoint %s on the server: a query failed: %v", cp.Pos, err)}
 	}
-	av, err := s.CheckpointAvailable(ctx, in.Flavor, cp.Pos, logs)
-	if err != nil {
-		return []Result{fail(name, "GRANT REPLICATION SLAVE (MariaDB: BINLOG MONITOR) ON *.* to the dialsync user", "cannot tell whether checkpoint %s is still on the server: %v", cp.Pos, err)}
-	}
-	if !av.OK {
-		return []Result{fail(name, reset, "checkpoint %s is not on the server: %s", cp.Pos, av.Detail)}
+	if !v.OK() {
+		return []Result{fail(name, v.Fix, "%s", v.Detail)}
 	}
 	age := in.Now.Sub(cp.UpdatedAt).Round(time.Second)
-	res := []Result{ok(name, "%s is on the server (saved %s ago)", cp.Pos, age)}
+	res := []Result{ok(name, "%s: %s (saved %s ago)", cp.Pos, v.Detail, age)}
 	switch {
 	case !known || retention == 0:
 		res = append(res, ok(hname, "binary logs do not expire by age"))
