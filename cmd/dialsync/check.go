@@ -58,8 +58,9 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	// The report is the output; the logger only carries library warnings.
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	// The report is the output; the log carries warnings (the rest at
+	// debug level).
+	log := newLogger(cfg, stderr, oneShotLog)
 	report := runChecks(ctx, cfg, log)
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -192,6 +193,7 @@ func runChecks(ctx context.Context, cfg *config.Config, log *slog.Logger) prefli
 		}
 		add(preflight.CheckTLS("nats", host, nc.TLSRequired() || natsTLS != nil || strings.HasPrefix(cfg.NATS.URL, "tls://")))
 	})
+	add(preflight.CheckHTTPListen(cfg.HTTP.Listen, cfg.HTTP.Pprof))
 	return report
 }
 

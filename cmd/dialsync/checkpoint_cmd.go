@@ -94,9 +94,9 @@ func runCheckpoint(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	// Operator commands print their own output; the logger carries only
-	// warnings from the libraries.
-	c.log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("pipeline", cfg.Pipeline.Name)
+	// Operator commands print their own output; the log carries warnings
+	// (the rest at debug level).
+	c.log = newLogger(cfg, stderr, oneShotLog)
 	c.env, err = pipeline.OpenEnv(ctx, cfg, c.log)
 	if err != nil {
 		return err

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"regexp"
 	"strings"
 	"time"
@@ -132,7 +131,7 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	// Warnings only: the report is the output; connection chatter would
 	// bury it.
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := newLogger(cfg, stderr, oneShotLog)
 
 	keys, err := clients.Keys(cfg)
 	if err != nil {

@@ -153,7 +153,7 @@ func runReconcileCmd(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg, stderr)
+	log := newLogger(cfg, stderr, oneShotLog)
 	env, err := pipeline.OpenEnv(ctx, cfg, log)
 	if err != nil {
 		return err

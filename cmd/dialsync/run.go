@@ -9,7 +9,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"dialsync/internal/config"
 	"dialsync/internal/pipeline"
 )
 
@@ -27,12 +26,10 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg, stderr)
+	log := newLogger(cfg, stderr, daemonLog)
 	defer ignoreHangups(log)()
 	log.Info("starting", "version", buildVersion())
-	for _, name := range config.UnknownEnv(os.Environ()) {
-		log.Warn("environment variable matches no config key: check its spelling", "name", name)
-	}
+	warnHTTPListen(cfg, log)
 
 	p, err := pipeline.Open(ctx, cfg, log, pipeline.Options{Version: buildVersion()})
 	if errors.Is(err, pipeline.ErrStopped) {

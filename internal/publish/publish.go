@@ -172,6 +172,12 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Publisher, err
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
 		nats.Timeout(5 * time.Second),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			// nats.go calls it with a nil error when the connection is
+			// closed on purpose (Close, at every clean exit): not news.
+			if err == nil {
+				log.Debug("nats connection closed")
+				return
+			}
 			log.Warn("nats disconnected", "err", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
