@@ -48,10 +48,10 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfgPath := fs.String("config", "config.toml", "configuration file")
 	asJSON := fs.Bool("json", false, "print a JSON array of {name, status, detail, fix}")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: dialsync check [--config PATH] [--json]\n\nConnects to every server and prints one line per check (OK, WARN or FAIL) with the fix for each problem.\nChanges nothing. Exit code: 0 all OK, 1 warnings, 2 failures.")
+		fmt.Fprintln(stderr, "usage: dialsync check [--config PATH] [--json]\n\nConnects to every server and prints one line per check (OK, WARN or FAIL) with the fix for each problem.\nChanges nothing. Exit status: 0 all OK, 1 warnings, 2 failures or a bad command line or configuration.")
 		fs.PrintDefaults()
 	}
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	cfg, err := loadConfig(*cfgPath)

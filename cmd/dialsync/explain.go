@@ -115,8 +115,11 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return usagef("explain takes exactly one USER_ID (got %d arguments); see 'dialsync explain -h'", len(pos))
+	if len(pos) == 0 {
+		return usagef("explain takes exactly one USER_ID (got none); see 'dialsync explain -h'")
+	}
+	if len(pos) > 1 {
+		return usagef("explain: unexpected argument %q: explain takes exactly one USER_ID; see 'dialsync explain -h'", pos[1])
 	}
 	user, err := explain.ParseUserID(pos[0])
 	if err != nil {
