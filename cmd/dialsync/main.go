@@ -123,13 +123,18 @@ func exitCode(err error, stderr io.Writer) int {
 	if errors.As(err, &ec) {
 		return ec.ExitCode()
 	}
-	// One line, always: wrapped driver errors may carry newlines.
-	fmt.Fprintf(stderr, "dialsync: %s\n", strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", " ")), " "))
+	fmt.Fprintf(stderr, "dialsync: %s\n", oneLine(err))
 	var ue usageError
 	if errors.As(err, &ue) {
 		return exitUsage
 	}
 	return exitFailure
+}
+
+// oneLine is err's text on one line, always: wrapped driver errors may
+// carry newlines.
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", " ")), " ")
 }
 
 // exitCoder lets a command choose its exit code after printing its own

@@ -111,10 +111,21 @@ var durationKey = regexp.MustCompile(`(^|_)(took|after|ttl|age|elapsed|wait|back
 // checkLogRecords decodes every line of a command's stderr as a JSON log
 // record and fails on: a line that is not one JSON object (a library's
 // raw line), a key twice in one record, a duration that is not a Go
-// duration string, a warning with "err":null. It returns the records.
+// duration string, a warning with "err":null. It returns the records. The
+// one exception is the last line of a failed command, "dialsync: <error>"
+// (README, "Commands and exit codes"), which must then also be a record.
 func checkLogRecords(t *testing.T, stderr string) []logRecord {
 	t.Helper()
 	var recs []logRecord
+	lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
+	if last := lines[len(lines)-1]; strings.HasPrefix(last, "dialsync: ") {
+		stderr = strings.Join(lines[:len(lines)-1], "\n")
+		defer func() {
+			if len(recordsWith(recs, "stopped on error")) != 1 {
+				t.Errorf("the error %q is not a log record too", last)
+			}
+		}()
+	}
 	sc := bufio.NewScanner(strings.NewReader(stderr))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {

@@ -41,7 +41,7 @@ fix); 2 bad command line or configuration; 130 a second signal.
 
 flags:`
 
-func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	fs := newFlags("run", stderr)
 	fs.Usage = func() { fmt.Fprintln(stderr, runUsage); fs.PrintDefaults() }
 	cfgPath := fs.String("config", "config.toml", "configuration file")
@@ -53,6 +53,13 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	log := newLogger(cfg, stderr, daemonLog)
+	// The error that ends run is a log record too (a log store keeps
+	// records, not the plain line main prints last).
+	defer func() {
+		if err != nil {
+			log.Error("stopped on error", "err", oneLine(err))
+		}
+	}()
 	defer ignoreHangups(log)()
 	log.Info("starting", "version", buildVersion())
 	warnHTTPListen(cfg, log)
