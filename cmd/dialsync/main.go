@@ -7,7 +7,7 @@
 // Why a hand-written router rather than a CLI library (spf13/cobra,
 // urfave/cli, kong): the standard flag package already gives each command
 // its flags, -h and typed errors; what a library would add is help layout
-// and completion scripts, which here are about 150 lines (usage, subUsage
+// and completion scripts, which here are about 300 lines (usage, subUsage
 // and completion.go, generated from the same flag sets the commands parse,
 // so they cannot drift). Against that, cobra's pflag changes the flag
 // syntax the docs, scripts and tests use (-json and -config as single-dash
