@@ -49,18 +49,19 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfgPath := fs.String("config", "config.toml", "configuration file")
 	asJSON := fs.Bool("json", false, "print a JSON array of {name, status, detail, fix}")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: dialsync check [--config PATH] [--json]\n\nConnects to every server and prints one line per check (OK, WARN or FAIL) with the fix for each problem.\nChanges nothing. Exit code: 0 all OK, 1 warnings, 2 failures.")
+		fmt.Fprintln(stderr, "usage: dialsync check [--config PATH] [--json]\n\nConnects to every server and prints one line per check (OK, WARN or FAIL) with the fix for each problem.\nChanges nothing. Exit status: 0 all OK, 1 warnings, 2 failures or a bad command line or configuration.")
 		fs.PrintDefaults()
 	}
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	cfg, err := loadConfig(*cfgPath)
 	if err != nil {
 		return err
 	}
-	// The report is the output; the logger only carries library warnings.
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	// The report is the output; the log carries warnings (the rest at
+	// debug level).
+	log := newLogger(cfg, stderr, oneShotLog)
 	report := runChecks(ctx, cfg, log)
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -194,6 +195,7 @@ func runChecks(ctx context.Context, cfg *config.Config, log *slog.Logger) prefli
 		}
 		add(preflight.CheckTLS("nats", host, nc.TLSRequired() || natsTLS != nil || strings.HasPrefix(cfg.NATS.URL, "tls://")))
 	})
+	add(preflight.CheckHTTPListen(cfg.HTTP.Listen, cfg.HTTP.Pprof))
 	return report
 }
 

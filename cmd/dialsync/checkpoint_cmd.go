@@ -38,7 +38,11 @@ subcommands:
   rollback --to ID --reason TEXT [--force]   put the checkpoint where history entry ID put it
 
 Every change is recorded in the history with your OS user and the reason.
-Changes refuse while a running instance holds the pipeline's lease: stop it first.`
+Changes refuse while a running instance holds the pipeline's lease: stop it first.
+
+Exit status: 0 done; 1 refused, failed, or a server could not be read (show
+still prints what it could read, e.g. the stored checkpoint when the source
+is unreachable); 2 bad arguments or configuration.`
 
 func runCheckpoint(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	sub, rest, fs, cfgPath, ok, err := subcommand("checkpoint", "show, set, reset, history or rollback", checkpointUsage, args, stderr)
@@ -94,9 +98,9 @@ func runCheckpoint(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	// Operator commands print their own output; the logger carries only
-	// warnings from the libraries.
-	c.log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("pipeline", cfg.Pipeline.Name)
+	// Operator commands print their own output; the log carries warnings
+	// (the rest at debug level).
+	c.log = newLogger(cfg, stderr, oneShotLog)
 	// show and history only read: they never migrate (a PostgreSQL user
 	// without CREATE may run them).
 	open := pipeline.OpenEnv
@@ -324,9 +328,17 @@ func (c *ckptCmd) show(ctx context.Context) error {
 	if c.json {
 		enc := json.NewEncoder(c.stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		if err := enc.Encode(out); err != nil {
+			return err
+		}
+	} else {
+		c.printShow(out)
 	}
-	c.printShow(out)
+	// A partial answer exits 1, like explain's (README, "Commands and exit
+	// codes"): what could be read was printed.
+	if out.SourceError != "" {
+		return fmt.Errorf("checkpoint show: incomplete: the source could not be read: %s", out.SourceError)
+	}
 	return nil
 }
 
@@ -371,7 +383,11 @@ func (c *ckptCmd) printShow(o showOutput) {
 	if !o.Stored {
 		fmt.Fprintf(w, "checkpoint:\tnone (the next run bootstraps: records the source head, reconciles, then streams)\n")
 	} else {
-		fmt.Fprintf(w, "position:\t%s:%d\n", o.File, o.Pos)
+		if o.File == "" {
+			fmt.Fprintf(w, "position:\t(none: GTID only)\n")
+		} else {
+			fmt.Fprintf(w, "position:\t%s:%d\n", o.File, o.Pos)
+		}
 		fmt.Fprintf(w, "gtid set:\t%s\n", orNone(o.GTIDSet))
 		fmt.Fprintf(w, "updated:\t%s (%s ago), epoch %d\n", o.UpdatedAt.Format(time.RFC3339), (time.Duration(*o.AgeSeconds) * time.Second).Round(time.Second), o.Epoch)
 	}

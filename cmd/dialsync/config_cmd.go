@@ -47,8 +47,12 @@ func runConfigCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if fs.NArg() > 0 {
 		return usagef("config %s: unexpected argument %q", sub, fs.Arg(0))
 	}
-	// The same loader as every command (config.Load is LoadSources without
+	// The same checks and loader as every command (loadConfig: unknown
+	// DIALSYNC_* variables, then config.Load, which is LoadSources without
 	// the origins), so what validates here is what run accepts.
+	if err := config.CheckEnv(os.Environ()); err != nil {
+		return usageError{Err: err}
+	}
 	_, srcs, err := config.LoadSources(*cfgPath, os.LookupEnv)
 	if err != nil {
 		return usageError{Err: err}

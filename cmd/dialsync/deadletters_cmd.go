@@ -103,9 +103,9 @@ func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	// Operator commands print their own output; the logger carries only
-	// warnings from the libraries and the apply loop.
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("pipeline", cfg.Pipeline.Name)
+	// Operator commands print their own output; the log carries warnings
+	// from the libraries and the apply loop (the rest at debug level).
+	log := newLogger(cfg, stderr, oneShotLog)
 	open := pipeline.OpenEnv
 	if sub == "list" {
 		open = pipeline.OpenEnvReadOnly // reads only: never migrates

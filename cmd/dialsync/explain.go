@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"regexp"
 	"strings"
 	"time"
@@ -117,8 +116,11 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return usagef("explain takes exactly one USER_ID (got %d arguments); see 'dialsync explain -h'", len(pos))
+	if len(pos) == 0 {
+		return usagef("explain takes exactly one USER_ID (got none); see 'dialsync explain -h'")
+	}
+	if len(pos) > 1 {
+		return usagef("explain: unexpected argument %q: explain takes exactly one USER_ID; see 'dialsync explain -h'", pos[1])
 	}
 	user, err := explain.ParseUserID(pos[0])
 	if err != nil {
@@ -133,7 +135,7 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	// Warnings only: the report is the output; connection chatter would
 	// bury it.
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := newLogger(cfg, stderr, oneShotLog)
 
 	keys, err := clients.Keys(cfg)
 	if err != nil {

@@ -3,6 +3,17 @@
 //
 // main is a router: each subcommand lives in its own file with its flags,
 // usage and run function.
+//
+// Why a hand-written router rather than a CLI library (spf13/cobra,
+// urfave/cli, kong): the standard flag package already gives each command
+// its flags, -h and typed errors; what a library would add is help layout
+// and completion scripts, which here are about 300 lines (usage, subUsage
+// and completion.go, generated from the same flag sets the commands parse,
+// so they cannot drift). Against that, cobra's pflag changes the flag
+// syntax the docs, scripts and tests use (-json and -config as single-dash
+// long flags stop working), every command file would be rewritten, and the
+// binary would take two more dependencies. Revisit if commands grow nested
+// groups or need flag inheritance.
 package main
 
 import (
@@ -13,6 +24,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"regexp"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -51,7 +63,7 @@ func register(c command) {
 
 func init() {
 	register(command{10, "run", "stream binlog changes into the queue, cache and notices", runRun})
-	register(command{100, "version", "print the version", runVersion})
+	register(command{100, "version", "print the version, commit, build date, Go and library versions (--json)", runVersion})
 }
 
 // defaultMemoryLimit is the Go runtime's soft memory limit unless GOMEMLIMIT
@@ -75,6 +87,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 		return exitOK
+	}
+	if args[0] == "--version" || args[0] == "-v" || args[0] == "-version" {
+		args = append([]string{"version"}, args[1:]...)
 	}
 	for _, c := range commands {
 		if c.name != args[0] {
@@ -108,13 +123,18 @@ func exitCode(err error, stderr io.Writer) int {
 	if errors.As(err, &ec) {
 		return ec.ExitCode()
 	}
-	// One line, always: wrapped driver errors may carry newlines.
-	fmt.Fprintf(stderr, "dialsync: %s\n", strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", " ")), " "))
+	fmt.Fprintf(stderr, "dialsync: %s\n", oneLine(err))
 	var ue usageError
 	if errors.As(err, &ue) {
 		return exitUsage
 	}
 	return exitFailure
+}
+
+// oneLine is err's text on one line, always: wrapped driver errors may
+// carry newlines.
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", " ")), " ")
 }
 
 // exitCoder lets a command choose its exit code after printing its own
@@ -126,7 +146,13 @@ func usage(w io.Writer) {
 	for _, c := range commands {
 		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nrun 'dialsync <command> -h' for a command's flags")
+	fmt.Fprintln(w, `
+run 'dialsync <command> -h' for a command's flags and exit codes;
+'dialsync --version' (or -v) is 'dialsync version'.
+
+Exit codes: 0 success; 1 a runtime failure, or a server that could not be
+read (what could be read is still printed); 2 a bad command line or
+configuration. check: 0 all OK, 1 warnings, 2 failures.`)
 }
 
 // subcommand splits "<command> <sub> [flags]" arguments (choices names
@@ -135,6 +161,9 @@ func usage(w io.Writer) {
 // usage was printed for a help request (err nil) or a missing subcommand
 // (err set).
 func subcommand(name, choices, usage string, args []string, stderr io.Writer) (sub string, rest []string, fs *flag.FlagSet, cfgPath *string, ok bool, err error) {
+	if capturing {
+		capturedSubs = splitChoices(choices)
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprintln(stderr, usage)
 		if len(args) == 0 {
@@ -144,15 +173,71 @@ func subcommand(name, choices, usage string, args []string, stderr io.Writer) (s
 	}
 	sub, rest = args[0], args[1:]
 	fs = newFlags(name+" "+sub, stderr)
-	fs.Usage = func() { fmt.Fprintln(stderr, usage); fs.PrintDefaults() }
+	fs.Usage = func() { subUsage(stderr, name, sub, usage, fs) }
 	cfgPath = fs.String("config", "config.toml", "configuration file")
 	return sub, rest, fs, cfgPath, true, nil
+}
+
+// subUsage prints one subcommand's usage (on -h and after a flag error):
+// its synopsis and description from the group's usage text (the lines under
+// "subcommands:" that start with "  <sub> ", and their continuation lines),
+// its flags, and the group's exit status paragraph.
+func subUsage(w io.Writer, name, sub, groupUsage string, fs *flag.FlagSet) {
+	var synopsis string
+	var desc []string
+	lines := strings.Split(groupUsage, "\n")
+	for i, l := range lines {
+		rest, found := strings.CutPrefix(l, "  "+sub+" ")
+		if !found {
+			continue
+		}
+		parts := wideGap.Split(strings.TrimSpace(rest), 2)
+		synopsis = parts[0]
+		if len(parts) > 1 {
+			desc = append(desc, parts[1])
+		}
+		for _, c := range lines[i+1:] {
+			if !strings.HasPrefix(c, "   ") || strings.TrimSpace(c) == "" {
+				break
+			}
+			desc = append(desc, strings.TrimSpace(c))
+		}
+		break
+	}
+	fmt.Fprintf(w, "usage: dialsync %s %s [--config PATH] %s\n", name, sub, synopsis)
+	if len(desc) > 0 {
+		fmt.Fprintf(w, "\n%s\n", strings.Join(desc, " "))
+	}
+	fmt.Fprintln(w, "\nflags:")
+	fs.PrintDefaults()
+	if i := strings.Index(groupUsage, "Exit status"); i >= 0 {
+		fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(groupUsage[i:]))
+	}
+	fmt.Fprintf(w, "\n'dialsync %s -h' lists the other subcommands\n", name)
+}
+
+// wideGap separates a synopsis from its description in a usage line.
+var wideGap = regexp.MustCompile(`\s{2,}`)
+
+// parseNoArgs parses flags for a command that takes no positional
+// arguments: an unexpected one is a usage error naming it (it would
+// otherwise be ignored silently, along with any flag after it).
+func parseNoArgs(fs *flag.FlagSet, args []string) error {
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		name := strings.TrimPrefix(fs.Name(), "dialsync ")
+		return usagef("%s: unexpected argument %q: %s takes no arguments (see 'dialsync %s -h')", name, fs.Arg(0), name, name)
+	}
+	return nil
 }
 
 // newFlags makes a flag set that reports errors as usage errors.
 func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("dialsync "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	capture(fs) // completion reads the flags
 	return fs
 }
 

@@ -153,7 +153,7 @@ func runReconcileCmd(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg, stderr)
+	log := newLogger(cfg, stderr, oneShotLog)
 	open := pipeline.OpenEnv
 	if a.dryRun {
 		open = pipeline.OpenEnvReadOnly // reads only: never migrates

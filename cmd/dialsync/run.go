@@ -3,13 +3,13 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
-	"dialsync/internal/config"
 	"dialsync/internal/pipeline"
 )
 
@@ -17,22 +17,52 @@ import (
 // Main): the first SIGINT/SIGTERM cancels ctx, so the batch in hand is
 // applied and its checkpoint stored before Run returns (exit 0); a second
 // exits at once. SIGHUP has nothing to reload and is ignored.
-func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+const runUsage = `usage: dialsync run [--config PATH]
+
+Streams the source's binlog into the call queue (PostgreSQL), the cache
+(Redis) and the notices (NATS JetStream), and stores the binlog checkpoint
+after each applied batch. With no checkpoint it bootstraps first (records the
+source head, reconciles the whole queue, then streams from that head). Only
+the holder of the pipeline's lease streams: with ha.enabled (the default) an
+instance that finds the lease held waits as a standby and takes over when
+the leader's heartbeat stops. Logs go to stderr (JSON unless on a terminal).
+
+Signals:
+  INT, TERM          finish the batch in hand, store its checkpoint and exit 0
+                     (a standby just stops)
+  a second INT/TERM  exit at once with 130; the next start replays from the
+                     stored checkpoint, which is safe (notices are de-duplicated)
+  HUP                logged and ignored: nothing is reloaded (restart to apply
+                     a changed configuration)
+
+Exit status: 0 stopped by a signal; 1 a runtime failure (a server, the
+binlog, a lost lease, a fenced checkpoint: the last log line names it and the
+fix); 2 bad command line or configuration; 130 a second signal.
+
+flags:`
+
+func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	fs := newFlags("run", stderr)
+	fs.Usage = func() { fmt.Fprintln(stderr, runUsage); fs.PrintDefaults() }
 	cfgPath := fs.String("config", "config.toml", "configuration file")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	cfg, err := loadConfig(*cfgPath)
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg, stderr)
+	log := newLogger(cfg, stderr, daemonLog)
+	// The error that ends run is a log record too (a log store keeps
+	// records, not the plain line main prints last).
+	defer func() {
+		if err != nil {
+			log.Error("stopped on error", "err", oneLine(err))
+		}
+	}()
 	defer ignoreHangups(log)()
 	log.Info("starting", "version", buildVersion())
-	for _, name := range config.UnknownEnv(os.Environ()) {
-		log.Warn("environment variable matches no config key: check its spelling", "name", name)
-	}
+	warnHTTPListen(cfg, log)
 
 	p, err := pipeline.Open(ctx, cfg, log, pipeline.Options{Version: buildVersion()})
 	if errors.Is(err, pipeline.ErrStopped) {

@@ -71,6 +71,7 @@ func NATS(cfg *config.Config, name string, log *slog.Logger) (*nats.Conn, error)
 		nats.ReconnectWait(250*time.Millisecond),
 		nats.Timeout(5*time.Second),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			// A nil error is a Close of ours (see internal/publish).
 			if err != nil {
 				log.Warn("nats disconnected", "err", err)
 			}

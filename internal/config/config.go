@@ -56,6 +56,9 @@ type Config struct {
 	// origin maps a TOML key ("source.server_id") to the environment
 	// variable that set it, so errors can name where a value came from.
 	origin map[string]string
+	// set holds the keys the file sets (Parse), so a validation error can
+	// tell "missing" from "set to an invalid value".
+	set map[string]bool
 }
 
 // PipelineConfig names this pipeline.
@@ -456,7 +459,8 @@ func parse(doc []byte, env func(string) (string, bool)) (c *Config, inFile map[s
 // then Validate.
 func decode(doc []byte, env func(string) (string, bool)) (*Config, error) {
 	c := Default()
-	if err := checkValueKinds(doc); err != nil {
+	c.set = map[string]bool{}
+	if err := checkValueKinds(doc, c.set); err != nil {
 		return nil, err
 	}
 	dec := toml.NewDecoder(bytes.NewReader(doc)).DisallowUnknownFields()
@@ -491,6 +495,12 @@ func (c *Config) EffectiveLookup() LookupConfig {
 		l.Database = c.Source.Database
 	}
 	return l
+}
+
+// isSet reports whether the file or the environment set key.
+func (c *Config) isSet(key string) bool {
+	_, env := c.origin[key]
+	return env || c.set[key]
 }
 
 // name returns the TOML key, plus the environment variable when the value

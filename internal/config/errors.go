@@ -72,20 +72,20 @@ func decodeError(err error) error {
 	}
 	if m := tomlKindRe.FindStringSubmatch(msg); m != nil {
 		got := m[1]
-		return fmt.Errorf("config: %s (line %d): expected %s, got a TOML %s", key, line, describe(t), got)
+		return fmt.Errorf("config: %s (line %d): expected %s, got a TOML %s", key, line, describeKey(key, t), got)
 	}
 	if strings.Contains(msg, "cannot be stored in") { // integer overflow
-		return fmt.Errorf("config: %s (line %d): expected %s: value out of range", key, line, describe(t))
+		return fmt.Errorf("config: %s (line %d): expected %s: value out of range", key, line, describeKey(key, t))
 	}
 	return fmt.Errorf("config: %s (line %d): %s", key, line, msg)
 }
 
-// checkValueKinds finds a non-string value given to a Duration key (or a
+// checkValueKinds records in set every key the document sets, and finds a non-string value given to a Duration key (or a
 // non-string, non-integer one to a ByteSize key) before decoding. go-toml
 // hands such a value straight to UnmarshalText and returns its error without
 // the key or line, so this pass names both. Syntax errors are left to the
 // decoder, which reports them with their line.
-func checkValueKinds(doc []byte) error {
+func checkValueKinds(doc []byte, set map[string]bool) error {
 	var p unstable.Parser
 	p.Reset(doc)
 	var table []string
@@ -95,7 +95,7 @@ func checkValueKinds(doc []byte) error {
 		case unstable.Table, unstable.ArrayTable:
 			table = keyParts(e)
 		case unstable.KeyValue:
-			if err := checkKeyValue(&p, table, e); err != nil {
+			if err := checkKeyValue(&p, table, e, set); err != nil {
 				return err
 			}
 		}
@@ -103,20 +103,21 @@ func checkValueKinds(doc []byte) error {
 	return nil
 }
 
-func checkKeyValue(p *unstable.Parser, prefix []string, kv *unstable.Node) error {
+func checkKeyValue(p *unstable.Parser, prefix []string, kv *unstable.Node, set map[string]bool) error {
 	path := append(append([]string(nil), prefix...), keyParts(kv)...)
 	key := strings.Join(path, ".")
 	v := kv.Value()
 	if v.Kind == unstable.InlineTable {
 		for it := v.Children(); it.Next(); {
 			if c := it.Node(); c.Kind == unstable.KeyValue {
-				if err := checkKeyValue(p, path, c); err != nil {
+				if err := checkKeyValue(p, path, c, set); err != nil {
 					return err
 				}
 			}
 		}
 		return nil
 	}
+	set[key] = true
 	t := keyTypes[key]
 	bad := false
 	switch t {
@@ -132,7 +133,7 @@ func checkKeyValue(p *unstable.Parser, prefix []string, kv *unstable.Node) error
 	if k := kv.Key(); k.Next() {
 		line = p.Shape(k.Node().Raw).Start.Line
 	}
-	return fmt.Errorf("config: %s (line %d): expected %s, got a TOML %s", key, line, describe(t), kindName(v.Kind))
+	return fmt.Errorf("config: %s (line %d): expected %s, got a TOML %s", key, line, describeKey(key, t), kindName(v.Kind))
 }
 
 func keyParts(n *unstable.Node) []string {

@@ -80,7 +80,7 @@ func (c *Config) applyEnv(env func(string) (string, bool)) error {
 		if !ok {
 			continue
 		}
-		if err := setFromString(f.Value, s); err != nil {
+		if err := setFromString(f.Value, s, describeKey(f.Key, f.Value.Type())); err != nil {
 			// The value is echoed only for typed (never secret) keys.
 			return fmt.Errorf("config: %s (from %s): %v", f.Key, f.Env, err)
 		}
@@ -109,7 +109,7 @@ func (c *Config) applyEnv(env func(string) (string, bool)) error {
 
 // setFromString parses s into v according to v's type. Errors never include
 // s for string kinds (secrets are strings; strings cannot fail anyway).
-func setFromString(v reflect.Value, s string) error {
+func setFromString(v reflect.Value, s, want string) error {
 	if tu, ok := v.Addr().Interface().(encoding.TextUnmarshaler); ok {
 		if v.Kind() == reflect.Int64 { // ByteSize: a bare number of bytes too
 			if n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64); err == nil {
@@ -131,13 +131,13 @@ func setFromString(v reflect.Value, s string) error {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		n, err := strconv.ParseInt(strings.TrimSpace(s), 10, v.Type().Bits())
 		if err != nil {
-			return fmt.Errorf("expected %s, got %q", describe(v.Type()), s)
+			return fmt.Errorf("expected %s, got %q", want, s)
 		}
 		v.SetInt(n)
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		n, err := strconv.ParseUint(strings.TrimSpace(s), 10, v.Type().Bits())
 		if err != nil {
-			return fmt.Errorf("expected %s, got %q", describe(v.Type()), s)
+			return fmt.Errorf("expected %s, got %q", want, s)
 		}
 		v.SetUint(n)
 	case reflect.Slice:
@@ -152,6 +152,19 @@ func setFromString(v reflect.Value, s string) error {
 		return fmt.Errorf("unsupported type %s", v.Type())
 	}
 	return nil
+}
+
+// keyRanges are the keys whose valid values are narrower than their type's.
+var keyRanges = map[string]string{
+	"source.server_id": "an integer 1..4294967295 (0 is not a valid replica server_id)",
+}
+
+// describeKey says in words what key (of type t) expects.
+func describeKey(key string, t reflect.Type) string {
+	if r, ok := keyRanges[key]; ok {
+		return r
+	}
+	return describe(t)
 }
 
 // describe says in words what a key of type t expects.
@@ -218,8 +231,9 @@ func (c *Config) readSecretFiles() error {
 }
 
 // UnknownEnv returns the DIALSYNC_* variables in environ ("NAME=value", as
-// from os.Environ) that match no key, so the caller can warn about a typo
-// that would otherwise be ignored silently. Only names are returned.
+// from os.Environ) that match no key and are not one of the project's own
+// variables (NotConfigEnv), so a typo is never ignored silently (see
+// CheckEnv). Only names are returned.
 func UnknownEnv(environ []string) []string {
 	known := map[string]bool{}
 	for _, f := range Default().fields() {
@@ -228,7 +242,7 @@ func UnknownEnv(environ []string) []string {
 	var out []string
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(name, "DIALSYNC_") && !known[name] {
+		if strings.HasPrefix(name, "DIALSYNC_") && !known[name] && !NotConfigEnv[name] {
 			out = append(out, name)
 		}
 	}

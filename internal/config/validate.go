@@ -46,7 +46,12 @@ func (c *Config) Validate() error {
 	}
 	p.oneOf("source.flavor", s.Flavor, "mysql", "mariadb")
 	if s.ServerID == 0 {
-		p.add("source.server_id", "is required: pick a number 1..4294967295 unique among all replicas of the source (dialsync connects as a replica, and the source disconnects a replica whose server_id another one also uses); it is not defaulted so two instances never share one by accident")
+		const why = "pick a number 1..4294967295 unique among all replicas of the source (dialsync connects as a replica, and the source disconnects a replica whose server_id another one also uses)"
+		if c.isSet("source.server_id") {
+			p.add("source.server_id", "is 0, which is not a valid replica server_id: "+why)
+		} else {
+			p.add("source.server_id", "is required: "+why+"; it is not defaulted so two instances never share one by accident")
+		}
 	}
 	if s.Database == "" {
 		p.add("source.database", "is required: the schema holding the tracked tables")

@@ -141,9 +141,18 @@ func (e *Env) ConnectLookup(ctx context.Context) error {
 		e.Log.Warn("cannot read binlog_order_commits; the commit barrier locks one row per transaction", "err", err)
 		return nil
 	}
-	e.orderedCommits = strings.EqualFold(vars["binlog_order_commits"], "ON")
-	if !e.orderedCommits {
-		e.Log.Info("binlog_order_commits is not ON; the commit barrier locks one row per transaction")
+	v, known := vars["binlog_order_commits"]
+	e.orderedCommits = strings.EqualFold(v, "ON")
+	switch {
+	case !known:
+		// MariaDB has no such variable (SELECT @@binlog_order_commits is
+		// ERROR 1193): its commit order is not known here, so the barrier
+		// takes the safe way.
+		e.Log.Info("binlog_order_commits: no such variable on this server (MariaDB has none); the commit barrier locks one row per transaction")
+	case !e.orderedCommits:
+		e.Log.Info("binlog_order_commits = "+v+"; the commit barrier locks one row per transaction", "value", v)
+	default:
+		e.Log.Debug("binlog_order_commits = ON; the commit barrier locks one row per batch")
 	}
 	return nil
 }

@@ -124,9 +124,9 @@ func (p *Pipeline) open(ctx context.Context, opt Options) error {
 		if held {
 			return fmt.Errorf("instance %s holds the lease for pipeline %s (epoch %d) and ha.enabled = false: not waiting; stop it or set ha.enabled = true to run as its standby", other, cfg.Pipeline.Name, epoch)
 		}
-	} else {
-		log.Info("standby: waiting for the pipeline lease", "holder", holder)
 	}
+	// With ha.enabled the lease says "standing by" itself, and only when
+	// another instance holds it: a lone instance takes it at once.
 	lease, err := checkpoint.AcquireLeaseWith(ctx, cfg.Postgres.DSN, cfg.Postgres.Schema, cfg.Pipeline.Name, holder,
 		checkpoint.LeaseOptions{CheckInterval: cfg.HA.LeaseCheck.Duration(), TTL: cfg.HA.LeaseTTL.Duration()}, log)
 	if err != nil {

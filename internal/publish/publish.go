@@ -141,6 +141,18 @@ func (c *Config) validate() error {
 	return nil
 }
 
+// ContentTypeHeader and ContentType label every notice as a CloudEvent in
+// structured mode (the CloudEvents NATS protocol binding, section 3.1: the
+// whole event is the JSON payload, and the content type says so);
+// docs/notices.md, "On the wire".
+const (
+	ContentTypeHeader = "Content-Type"
+	ContentType       = "application/cloudevents+json"
+)
+
+// contentType is shared by every message's header: nats.go only reads it.
+var contentType = []string{ContentType}
+
 // Publisher is a JetStream publisher bound to one stream.
 type Publisher struct {
 	nc     *nats.Conn
@@ -172,6 +184,12 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Publisher, err
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
 		nats.Timeout(5 * time.Second),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			// nats.go calls it with a nil error when the connection is
+			// closed on purpose (Close, at every clean exit): not news.
+			if err == nil {
+				log.Debug("nats connection closed")
+				return
+			}
 			log.Warn("nats disconnected", "err", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
@@ -249,7 +267,7 @@ func (p *Publisher) Publish(ctx context.Context, msgs []notice.Message) error {
 			}
 		}
 		m := &msgs[i]
-		f, err := p.js.PublishMsgAsync(&nats.Msg{Subject: m.Subject, Data: m.Data},
+		f, err := p.js.PublishMsgAsync(&nats.Msg{Subject: m.Subject, Data: m.Data, Header: nats.Header{ContentTypeHeader: contentType}},
 			jetstream.WithMsgID(m.ID), jetstream.WithExpectStream(p.stream))
 		if err != nil {
 			return fmt.Errorf("publish: send %s (%s): %w", m.ID, m.Subject, err)
