@@ -18,12 +18,22 @@ import (
 // attribute (canal/sync.go), and a statement may hold row values.
 type oneLineHandler struct{ inner slog.Handler }
 
+// go-mysql's INFO records (about a dozen per stream start: "received fake
+// rotate event", "syncer is closing", ...) narrate its internals; they are
+// DEBUG here. Its warnings and errors keep their level.
+func level(l slog.Level) slog.Level {
+	if l == slog.LevelInfo {
+		return slog.LevelDebug
+	}
+	return l
+}
+
 func (h oneLineHandler) Enabled(ctx context.Context, l slog.Level) bool {
-	return h.inner.Enabled(ctx, l)
+	return h.inner.Enabled(ctx, level(l))
 }
 
 func (h oneLineHandler) Handle(ctx context.Context, r slog.Record) error {
-	out := slog.NewRecord(r.Time, r.Level, firstLine(r.Message), r.PC)
+	out := slog.NewRecord(r.Time, level(r.Level), firstLine(r.Message), r.PC)
 	r.Attrs(func(a slog.Attr) bool {
 		out.AddAttrs(oneLineAttr(a))
 		return true

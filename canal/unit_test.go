@@ -185,10 +185,19 @@ func TestOneLineHandler(t *testing.T) {
 	l.Error("canal start sync binlog err\nmore", "error", perrors.Trace(errors.New("boom")), "query", "UPDATE users SET email = 'secret@example.com'\nWHERE id = 1",
 		slog.Group("g", "e", fmt.Errorf("x\n\tframe.go:1")), "n", 7)
 	var sb strings.Builder
-	goMySQLLogger(slog.New(slog.NewJSONHandler(&sb, nil))).Info("create BinlogSyncer", slog.Any("config", replication.BinlogSyncerConfig{ServerID: 7, Flavor: "mariadb",
+	debug := &slog.HandlerOptions{Level: slog.LevelDebug}
+	goMySQLLogger(slog.New(slog.NewJSONHandler(&sb, debug))).Info("create BinlogSyncer", slog.Any("config", replication.BinlogSyncerConfig{ServerID: 7, Flavor: "mariadb",
 		Password: "pw-secret", Dialer: (&net.Dialer{}).DialContext, HeartbeatPeriod: 10 * time.Second}))
 	if c := sb.String(); !strings.Contains(c, `"config":{"server_id":7,"flavor":"mariadb"`) || strings.Contains(c, "!ERROR") || strings.Contains(c, "pw-secret") {
 		t.Fatalf("go-mysql's syncer config not logged as a clean summary: %s", c)
+	}
+	if c := sb.String(); !strings.Contains(c, `"level":"DEBUG"`) {
+		t.Fatalf("go-mysql's INFO narration not demoted to DEBUG: %s", c)
+	}
+	var quiet strings.Builder
+	goMySQLLogger(slog.New(slog.NewJSONHandler(&quiet, nil))).Info("received fake rotate event")
+	if quiet.Len() != 0 {
+		t.Fatalf("go-mysql INFO record logged at level info: %s", quiet.String())
 	}
 	out := b.String()
 	if strings.Contains(out, "secret") {

@@ -334,7 +334,7 @@ func (l *Lookup) QueueRows(ctx context.Context, userIDs []uint64) ([]queue.Row, 
 			return found
 		})
 		if err != nil {
-			return nil, fmt.Errorf("evaluate queue rule for %d users: %w", len(batch), err)
+			return nil, fmt.Errorf("batch of %d users: %w", len(batch), err)
 		}
 		l.log.Debug("queue rule evaluated", "users", len(batch), "queued", len(rows), "took", time.Since(start))
 		out = append(out, rows...)
@@ -384,7 +384,7 @@ func (l *Lookup) QueueRowsRange(ctx context.Context, afterID uint64, limit int) 
 			pred := fmt.Sprintf("%s > %d AND %s <= %d", l.idColumn, from, l.idColumn, to)
 			parts[i], errs[i] = l.evaluate(ctx, pred, func(u uint64) bool { return u > from && u <= to })
 			if errs[i] != nil {
-				errs[i] = fmt.Errorf("evaluate queue rule for users (%d, %d]: %w", from, to, errs[i])
+				errs[i] = fmt.Errorf("queue rule for users (%d, %d]: %w", from, to, errs[i])
 			}
 		})
 	}

@@ -137,8 +137,7 @@ func (p *Pipeline) open(ctx context.Context, opt Options) error {
 	}
 	p.lease = lease
 	env.Ckpt.SetEpoch(lease.Epoch())
-	p.mon.setLeader(lease.Epoch())
-	log.Info("leader", "epoch", lease.Epoch())
+	p.mon.setLeader(lease.Epoch()) // the lease logged "lease acquired" with the epoch
 
 	// From here on a lost lease stops the opening too.
 	ctx, stop := p.bind(ctx)
