@@ -15,8 +15,10 @@ import (
 
 // runRun is `dialsync run`: the pipeline from Open to Close. Signals (see
 // Main): the first SIGINT/SIGTERM cancels ctx, so the batch in hand is
-// applied and its checkpoint stored before Run returns (exit 0); a second
-// exits at once. SIGHUP has nothing to reload and is ignored.
+// applied and its checkpoint stored, or abandoned when a server does not
+// answer (replay makes that safe), before Run returns (exit 0; also during
+// start-up); a second exits at once. SIGHUP has nothing to reload and is
+// logged and ignored.
 func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("run", stderr)
 	cfgPath := fs.String("config", "config.toml", "configuration file")
@@ -37,6 +39,12 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	p, err := pipeline.Open(ctx, cfg, log, pipeline.Options{Version: buildVersion()})
 	if errors.Is(err, pipeline.ErrStopped) {
 		return nil // a standby stopped while it waited for the lease
+	}
+	if err != nil && ctx.Err() != nil {
+		// A signal during start-up (a connect, a handshake, a migration):
+		// nothing was applied, so this is a clean stop (exit 0).
+		log.Warn("stopped by a signal before start-up finished", "signal", context.Cause(ctx).Error(), "err", err)
+		return nil
 	}
 	if err != nil {
 		return err
