@@ -177,7 +177,7 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		d.Keys = explain.RedisKeys{Client: rdb}
 	}
 	if *latest > 0 {
-		if nc, err := clients.NATS(cfg, "dialsync-explain", log); err != nil {
+		if nc, err := clients.NATS(connectCtx, cfg, "dialsync-explain", log); err != nil {
 			d.Notices = explain.Failed{Err: err}
 		} else {
 			defer nc.Close()

@@ -59,8 +59,9 @@ func NATSOptions(cfg *config.Config, log *slog.Logger) ([]nats.Option, *tls.Conf
 }
 
 // NATS connects to [nats] for reading (explain, watch), reconnecting
-// forever: watch runs for long; explain closes it at once.
-func NATS(cfg *config.Config, name string, log *slog.Logger) (*nats.Conn, error) {
+// forever: watch runs for long; explain closes it at once. The connect is
+// bounded by ctx and 5 s (publish.Connect).
+func NATS(ctx context.Context, cfg *config.Config, name string, log *slog.Logger) (*nats.Conn, error) {
 	opts, _, err := NATSOptions(cfg, log)
 	if err != nil {
 		return nil, err
@@ -69,14 +70,13 @@ func NATS(cfg *config.Config, name string, log *slog.Logger) (*nats.Conn, error)
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
-		nats.Timeout(5*time.Second),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("nats disconnected", "err", err)
 			}
 		}),
 	)
-	nc, err := nats.Connect(cfg.NATS.URL, opts...)
+	nc, err := publish.Connect(ctx, cfg.NATS.URL, 5*time.Second, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", redactNATSURL(cfg.NATS.URL), Redact(err, cfg))
 	}

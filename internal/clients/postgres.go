@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -23,8 +24,18 @@ func PostgresConfig(cfg *config.Config) (*pgxpool.Config, error) {
 		return nil, errBadDSN
 	}
 	pcfg.MaxConns = int32(cfg.Postgres.MaxConns)
+	if pcfg.ConnConfig.ConnectTimeout == 0 {
+		// Without connect_timeout pgx waits for a server that accepted
+		// TCP but never answers the startup message as long as ctx lasts:
+		// for run, forever (docs/design.md, "Deadlines and signals").
+		pcfg.ConnConfig.ConnectTimeout = DefaultPostgresConnectTimeout
+	}
 	return pcfg, nil
 }
+
+// DefaultPostgresConnectTimeout bounds a PostgreSQL connect (TCP, TLS,
+// startup, authentication) when postgres.dsn sets no connect_timeout.
+const DefaultPostgresConnectTimeout = 10 * time.Second
 
 // Postgres opens the pool of pcfg and pings the server. The error names
 // the server as host:port, never a secret.

@@ -170,7 +170,6 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Publisher, err
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
-		nats.Timeout(5 * time.Second),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
 			log.Warn("nats disconnected", "err", err)
 		}),
@@ -190,8 +189,11 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Publisher, err
 	}
 	opts = append(opts, auth...)
 
-	nc, err := nats.Connect(cfg.URL, opts...)
+	nc, err := Connect(ctx, cfg.URL, 5*time.Second, opts...)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("publish: connect to NATS at %s: %w", where, err)
+		}
 		return nil, fmt.Errorf("publish: connect to NATS at %s: %w: check nats.url (and its credentials) and that the server is up", where, err)
 	}
 	js, err := jetstream.New(nc,
