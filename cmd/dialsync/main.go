@@ -83,8 +83,13 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		ctx, stop := stopOnSignal(c.name, stderr)
 		err := c.run(ctx, args[1:], stdout, stderr)
 		stop()
-		if sig := signalOf(ctx); sig != "" && !signalEnds[c.name] {
-			return interruptedExit(sig, err, stderr)
+		if sig := signalOf(ctx); sig != "" {
+			if !signalEnds[c.name] {
+				return interruptedExit(sig, err, stderr)
+			}
+			if errors.Is(err, context.Canceled) {
+				return exitOK // stopped while it connected: its normal end
+			}
 		}
 		return exitCode(err, stderr)
 	}

@@ -77,6 +77,9 @@ func NATS(ctx context.Context, cfg *config.Config, name string, log *slog.Logger
 		}),
 	)
 	nc, err := publish.Connect(ctx, cfg.NATS.URL, 5*time.Second, opts...)
+	if err != nil && ctx.Err() != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", redactNATSURL(cfg.NATS.URL), context.Cause(ctx))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", redactNATSURL(cfg.NATS.URL), Redact(err, cfg))
 	}
