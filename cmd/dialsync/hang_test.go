@@ -27,6 +27,10 @@ import (
 
 const stopLimit = 10 * time.Second
 
+// codeInterrupted is exitInterrupted, spelt out: the exit code is the
+// interface under test.
+const codeInterrupted = 130
+
 // blackHole listens on a free port, accepts every connection and never
 // writes a byte; it closes them at the end of the test.
 func blackHole(t *testing.T) string {
@@ -111,7 +115,7 @@ func runHangCases(t *testing.T, p *pipe, hole string, cases []hangCase) {
 				t.Fatalf("the output does not name the server %s:\n%s", hole, out)
 			}
 			switch c.code {
-			case exitInterrupted:
+			case codeInterrupted:
 				if l := lastLine(out); !strings.HasPrefix(l, "dialsync: ") || !strings.Contains(l, "interrupted by SIGTERM") {
 					t.Fatalf("last line %q, want \"dialsync: ... interrupted by SIGTERM ...\"", l)
 				}
@@ -132,12 +136,12 @@ func TestHangMySQLBlackHole(t *testing.T) {
 	p.editConfig(func(c *config.Config) { c.Source.Addr = hole })
 	runHangCases(t, p, hole, []hangCase{
 		{[]string{"run"}, exitOK},
-		{[]string{"check"}, exitInterrupted},
-		{[]string{"explain", "7"}, exitInterrupted},
-		{[]string{"reconcile", "--dry-run"}, exitInterrupted},
-		{[]string{"reconcile"}, exitInterrupted},
-		{[]string{"checkpoint", "show"}, exitInterrupted},
-		{[]string{"checkpoint", "reset", "--to-head", "--reason", "hang test"}, exitInterrupted},
+		{[]string{"check"}, codeInterrupted},
+		{[]string{"explain", "7"}, codeInterrupted},
+		{[]string{"reconcile", "--dry-run"}, codeInterrupted},
+		{[]string{"reconcile"}, codeInterrupted},
+		{[]string{"checkpoint", "show"}, codeInterrupted},
+		{[]string{"checkpoint", "reset", "--to-head", "--reason", "hang test"}, codeInterrupted},
 	})
 }
 
@@ -184,11 +188,11 @@ func TestHangPostgresBlackHole(t *testing.T) {
 	})
 	runHangCases(t, p, hole, []hangCase{
 		{[]string{"run"}, exitOK},
-		{[]string{"check"}, exitInterrupted},
-		{[]string{"explain", "7"}, exitInterrupted},
-		{[]string{"reconcile", "--dry-run"}, exitInterrupted},
-		{[]string{"checkpoint", "show"}, exitInterrupted},
-		{[]string{"deadletters", "list"}, exitInterrupted},
+		{[]string{"check"}, codeInterrupted},
+		{[]string{"explain", "7"}, codeInterrupted},
+		{[]string{"reconcile", "--dry-run"}, codeInterrupted},
+		{[]string{"checkpoint", "show"}, codeInterrupted},
+		{[]string{"deadletters", "list"}, codeInterrupted},
 	})
 }
 
@@ -200,8 +204,8 @@ func TestHangRedisBlackHole(t *testing.T) {
 	p.editConfig(func(c *config.Config) { c.Redis.Addr = hole })
 	runHangCases(t, p, hole, []hangCase{
 		{[]string{"run"}, exitOK},
-		{[]string{"check"}, exitInterrupted},
-		{[]string{"explain", "7"}, exitInterrupted},
+		{[]string{"check"}, codeInterrupted},
+		{[]string{"explain", "7"}, codeInterrupted},
 	})
 }
 
@@ -213,8 +217,8 @@ func TestHangNATSBlackHole(t *testing.T) {
 	p.editConfig(func(c *config.Config) { c.NATS.URL = "nats://" + hole })
 	runHangCases(t, p, hole, []hangCase{
 		{[]string{"run"}, exitOK},
-		{[]string{"check"}, exitInterrupted},
-		{[]string{"explain", "7"}, exitInterrupted},
+		{[]string{"check"}, codeInterrupted},
+		{[]string{"explain", "7"}, codeInterrupted},
 	})
 	t.Run("watch", func(t *testing.T) {
 		code, out := signalAfter(t, syscall.SIGTERM, time.Second, "watch", "--config", p.cfgPath)
@@ -229,22 +233,6 @@ func TestHangNATSBlackHole(t *testing.T) {
 // Go default (exit 129, nothing said). run logs and ignores it.
 func TestHangup(t *testing.T) {
 	p := newPipe(t, pipeOpt{})
-	t.Run("watch", func(t *testing.T) {
-		code, out := signalAfter(t, syscall.SIGHUP, 2*time.Second, "watch", "--config", p.cfgPath)
-		if code != exitOK {
-			t.Fatalf("watch after SIGHUP: exit %d, want 0:\n%s", code, out)
-		}
-	})
-	t.Run("explain", func(t *testing.T) {
-		hole := blackHole(t)
-		saved := *p.cfg
-		defer p.editConfig(func(c *config.Config) { *c = saved })
-		p.editConfig(func(c *config.Config) { c.Source.Addr = hole })
-		code, out := signalAfter(t, syscall.SIGHUP, time.Second, "explain", "7", "--config", p.cfgPath)
-		if l := lastLine(out); code != exitInterrupted || !strings.Contains(l, "interrupted by SIGHUP") || !strings.Contains(l, hole) {
-			t.Fatalf("explain after SIGHUP: exit %d, last line %q; want 130 and \"interrupted by SIGHUP\" naming %s", code, l, hole)
-		}
-	})
 	t.Run("run", func(t *testing.T) {
 		p.start()
 		p.waitCaughtUp(60 * time.Second)
@@ -257,6 +245,23 @@ func TestHangup(t *testing.T) {
 		}
 		if code := p.stop(); code != exitOK {
 			t.Fatalf("run after SIGTERM: exit %d, want 0", code)
+		}
+	})
+	// The stream exists now (run made it).
+	t.Run("watch", func(t *testing.T) {
+		code, out := signalAfter(t, syscall.SIGHUP, 2*time.Second, "watch", "--config", p.cfgPath)
+		if code != exitOK {
+			t.Fatalf("watch after SIGHUP: exit %d, want 0:\n%s", code, out)
+		}
+	})
+	t.Run("explain", func(t *testing.T) {
+		hole := blackHole(t)
+		saved := *p.cfg
+		defer p.editConfig(func(c *config.Config) { *c = saved })
+		p.editConfig(func(c *config.Config) { c.Source.Addr = hole })
+		code, out := signalAfter(t, syscall.SIGHUP, time.Second, "explain", "7", "--config", p.cfgPath)
+		if l := lastLine(out); code != codeInterrupted || !strings.Contains(l, "interrupted by SIGHUP") || !strings.Contains(l, hole) {
+			t.Fatalf("explain after SIGHUP: exit %d, last line %q; want 130 and \"interrupted by SIGHUP\" naming %s", code, l, hole)
 		}
 	})
 }
