@@ -108,6 +108,7 @@ func runHangCases(t *testing.T, p *pipe, hole string, cases []hangCase) {
 				args = append([]string{c.args[0], c.args[1]}, append(c.args[2:], "--config", p.cfgPath)...)
 			}
 			code, out := signalAfter(t, syscall.SIGTERM, time.Second, args...)
+			t.Logf("last line: %s", lastLine(out))
 			if code != c.code {
 				t.Fatalf("exit %d, want %d:\n%s", code, c.code, out)
 			}

@@ -46,6 +46,10 @@ func Postgres(ctx context.Context, cfg *config.Config, pcfg *pgxpool.Config) (*p
 			pool.Close()
 		}
 	}
+	if err != nil && ctx.Err() != nil {
+		// Stopped (a signal): say so, not pgx's "context canceled".
+		return nil, fmt.Errorf("postgres at %s:%d: %w", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, context.Cause(ctx))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("postgres at %s:%d: %w", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, Redact(err, cfg))
 	}
