@@ -33,7 +33,8 @@ type Config struct {
 	// half-open connection is noticed; zero means 10s.
 	HeartbeatPeriod time.Duration
 	// ReadTimeout ends a connection that stays silent this long; zero means
-	// 30s. It must exceed HeartbeatPeriod.
+	// 90s (servers may beat every 30s whatever period is asked for). It must
+	// exceed HeartbeatPeriod.
 	ReadTimeout time.Duration
 	// MaxTxnBytes bounds the memory a buffered transaction may hold: beyond
 	// it the transaction is handed on in pieces (Txn.Partial). Zero means
@@ -63,7 +64,7 @@ type Config struct {
 
 const (
 	defaultHeartbeat   = 10 * time.Second
-	defaultReadTimeout = 30 * time.Second
+	defaultReadTimeout = 90 * time.Second
 	defaultMaxTxnBytes = 2 << 20
 	defaultEventBuffer = 64
 )

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"regexp"
 	"strings"
 	"sync"
@@ -15,6 +14,8 @@ import (
 	gocanal "github.com/go-mysql-org/go-mysql/canal"
 	"github.com/go-mysql-org/go-mysql/client"
 	"github.com/go-mysql-org/go-mysql/mysql"
+
+	"dialsync/internal/myconn"
 )
 
 // Stream reads the binlog from `from` and calls h synchronously for every
@@ -161,7 +162,7 @@ func stream(ctx context.Context, cfg Config, from change.Position, h func(contex
 		return err
 	}
 
-	c, err := gocanal.NewCanal(canalConfig(cfg, pf.fillZeroLogPos))
+	c, err := gocanal.NewCanal(canalConfig(ctx, cfg, pf.fillZeroLogPos))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -242,7 +243,9 @@ func parseStartGTID(flavor, text string) (mysql.GTIDSet, error) {
 	return set, nil
 }
 
-func canalConfig(cfg Config, fillZeroLogPos bool) *gocanal.Config {
+// canalConfig is go-mysql's configuration; ctx is the stream's: every
+// connection canal makes is closed when it ends (myconn.Dialer).
+func canalConfig(ctx context.Context, cfg Config, fillZeroLogPos bool) *gocanal.Config {
 	include := make([]string, 0, len(cfg.Tables))
 	for _, t := range cfg.Tables {
 		// go-mysql matches these unanchored against "db.table".
@@ -252,7 +255,6 @@ func canalConfig(cfg Config, fillZeroLogPos bool) *gocanal.Config {
 		// An empty list would include every table; "^$" matches none.
 		include = []string{"^$"}
 	}
-	d := &net.Dialer{KeepAlive: 30 * time.Second}
 	return &gocanal.Config{
 		Addr:     cfg.Addr,
 		User:     cfg.User,
@@ -276,9 +278,12 @@ func canalConfig(cfg Config, fillZeroLogPos bool) *gocanal.Config {
 		DisableRetrySync: true,
 		TLSConfig:        cfg.TLS,
 		Logger:           goMySQLLogger(cfg.Logger),
-		Dialer:           d.DialContext,
-		Localhost:        "dialsync",
-		EventCacheCount:  cfg.EventBuffer,
+		// go-mysql bounds only the dial of its connections, not their
+		// handshake, and never looks at our ctx (docs/design.md, "Deadlines
+		// and signals").
+		Dialer:          myconn.Dialer(ctx),
+		Localhost:       "dialsync",
+		EventCacheCount: cfg.EventBuffer,
 		// MariaDB >= 11.4 writes LogPos 0 inside transactions (go-mysql
 		// issues #901/#1035); positions must be computed from event sizes.
 		FillZeroLogPos: fillZeroLogPos,
@@ -342,15 +347,18 @@ func binlogGTIDPos(conn *client.Conn, file string, pos uint32) (string, error) {
 	return strings.Clone(s), nil
 }
 
+// connect opens a query connection (preflight, Head): the connect is
+// bounded by ctx and myconn.HandshakeTimeout, each read and write by
+// cfg.ReadTimeout; callers close it when ctx ends.
 func connect(ctx context.Context, cfg Config) (*client.Conn, error) {
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	d := &net.Dialer{}
-	var opts []client.Option
+	opts := []client.Option{func(c *client.Conn) error {
+		c.ReadTimeout, c.WriteTimeout = cfg.ReadTimeout, cfg.ReadTimeout
+		return nil
+	}}
 	if cfg.TLS != nil {
 		opts = append(opts, func(c *client.Conn) error { c.SetTLSConfig(cfg.TLS); return nil })
 	}
-	c, err := client.ConnectWithDialer(dctx, "", cfg.Addr, cfg.User, cfg.Password, "", d.DialContext, opts...)
+	c, err := myconn.Connect(ctx, cfg.Addr, cfg.User, cfg.Password, "", opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", cfg.Addr, err)
 	}

@@ -159,7 +159,7 @@ func TestValidate(t *testing.T) {
 
 func TestIncludeRegexesAreAnchored(t *testing.T) {
 	cfg := Config{Database: "app.v2", Tables: []change.TableSpec{{Table: "users"}}, Logger: nil}.withDefaults()
-	cc := canalConfig(cfg, false)
+	cc := canalConfig(context.Background(), cfg, false)
 	re := regexp.MustCompile(cc.IncludeTableRegex[0])
 	for key, want := range map[string]bool{"app.v2.users": true, "app.v2.users2": false, "xapp.v2.users": false, "appxv2.users": false} {
 		if re.MatchString(key) != want {
@@ -167,7 +167,7 @@ func TestIncludeRegexesAreAnchored(t *testing.T) {
 		}
 	}
 	cfg.Tables = nil
-	re = regexp.MustCompile(canalConfig(cfg, false).IncludeTableRegex[0])
+	re = regexp.MustCompile(canalConfig(context.Background(), cfg, false).IncludeTableRegex[0])
 	if re.MatchString("app.v2.users") {
 		t.Error("no tables must match nothing")
 	}

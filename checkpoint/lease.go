@@ -165,7 +165,7 @@ func AcquireLeaseWith(ctx context.Context, connString, schema, pipeline, holder 
 	// The caller's logger names the pipeline already (a record with a key
 	// twice is rejected by some log stores).
 	logger = logger.With("component", "lease")
-	conn, err := pgx.Connect(ctx, connString)
+	conn, err := connectPG(ctx, connString)
 	if err != nil {
 		return nil, fmt.Errorf("acquire lease %q: connect: %w", pipeline, err)
 	}
@@ -324,7 +324,7 @@ func (l *Lease) terminateBlockers(ctx context.Context, connString string, pid ui
 		case <-t.C:
 		}
 		if conn == nil {
-			c, err := pgx.Connect(ctx, connString)
+			c, err := connectPG(ctx, connString)
 			if err != nil {
 				if ctx.Err() == nil {
 					l.logger.Warn("cannot open a connection to clear the deposed leader's locks", "err", err)
@@ -488,4 +488,19 @@ func Holder(ctx context.Context, pool *pgxpool.Pool, schema, pipeline string) (h
 		epoch = *e
 	}
 	return holder, epoch, held, nil
+}
+
+// connectPG is pgx.Connect with a 10 s connect_timeout when connString sets
+// none: a server that accepts TCP and never answers must not hold the
+// lease's connect for as long as ctx lasts (docs/design.md, "Deadlines and
+// signals").
+func connectPG(ctx context.Context, connString string) (*pgx.Conn, error) {
+	cc, err := pgx.ParseConfig(connString)
+	if err != nil {
+		return nil, err
+	}
+	if cc.ConnectTimeout == 0 {
+		cc.ConnectTimeout = 10 * time.Second
+	}
+	return pgx.ConnectConfig(ctx, cc)
 }

@@ -22,6 +22,7 @@ import (
 	"dialsync/internal/config"
 	"dialsync/internal/dbschema"
 	"dialsync/internal/preflight"
+	"dialsync/internal/publish"
 )
 
 func init() {
@@ -173,7 +174,7 @@ func runChecks(ctx context.Context, cfg *config.Config, log *slog.Logger) prefli
 		var nc *nats.Conn
 		if err == nil {
 			// A short-lived connection: no reconnects.
-			nc, err = nats.Connect(cfg.NATS.URL, append(opts, nats.Name("dialsync-check"), nats.Timeout(checkTimeout), nats.NoReconnect())...)
+			nc, err = publish.Connect(ctx, cfg.NATS.URL, checkTimeout, append(opts, nats.Name("dialsync-check"), nats.NoReconnect())...)
 		}
 		if err != nil {
 			add(preflight.NATSUnreachable(where, clients.Redact(err, cfg)))

@@ -166,21 +166,38 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		Facts: src, Rule: rule, CustomRule: strings.TrimSpace(cfg.Rules.QueueSQL) != "",
 		UserKeys: keys.AppendUser(nil, user), QueueKeys: keys.Queue(), LatestNotices: *latest,
 	}
-	// The sinks are optional: a failure is shown in its section.
+	// The sinks are optional: a failure is shown in its section, unless a
+	// signal cut the connect short (then its error, naming the server it
+	// waited for, is the answer).
+	stopped := func(err error) error {
+		if ctx.Err() != nil {
+			return fmt.Errorf("explain: %w", clients.Redact(err, cfg))
+		}
+		return nil
+	}
 	if pool, err := inspectPostgres(connectCtx, cfg); err != nil {
+		if err := stopped(err); err != nil {
+			return err
+		}
 		d.Queue = explain.Failed{Err: err}
 	} else {
 		defer pool.Close()
 		d.Queue = explain.PGQueue{Pool: pool, Schema: cfg.Postgres.Schema}
 	}
 	if rdb, err := clients.Redis(connectCtx, cfg, log); err != nil {
+		if err := stopped(err); err != nil {
+			return err
+		}
 		d.Keys = explain.Failed{Err: err}
 	} else {
 		defer rdb.Close()
 		d.Keys = explain.RedisKeys{Client: rdb}
 	}
 	if *latest > 0 {
-		if nc, err := clients.NATS(cfg, "dialsync-explain", log); err != nil {
+		if nc, err := clients.NATS(connectCtx, cfg, "dialsync-explain", log); err != nil {
+			if err := stopped(err); err != nil {
+				return err
+			}
 			d.Notices = explain.Failed{Err: err}
 		} else {
 			defer nc.Close()

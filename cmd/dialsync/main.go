@@ -95,24 +95,123 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		if c.name != args[0] {
 			continue
 		}
-		// First signal: cancel ctx (commands finish what they hold and exit
-		// cleanly). Second signal: exit at once; replay from the stored
-		// checkpoint makes that safe too.
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		go func() {
-			<-ctx.Done()
-			stop()
-			sig := make(chan os.Signal, 1)
-			signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-			<-sig
-			fmt.Fprintln(stderr, "dialsync: second signal, exiting now (the checkpoint makes this safe)")
-			os.Exit(130)
-		}()
+		ctx, stop := stopOnSignal(c.name, stderr)
 		err := c.run(ctx, args[1:], stdout, stderr)
+		stop()
+		if sig := signalOf(ctx); sig != "" {
+			if !signalEnds[c.name] {
+				return interruptedExit(sig, err, stderr)
+			}
+			if errors.Is(err, context.Canceled) {
+				return exitOK // stopped while it connected: its normal end
+			}
+		}
 		return exitCode(err, stderr)
 	}
 	fmt.Fprintf(stderr, "dialsync: unknown command %q; run 'dialsync help' for the list\n", args[0])
 	return exitUsage
+}
+
+// Signals (README, "Commands and exit codes"; docs/troubleshooting.md).
+// The first SIGINT or SIGTERM cancels the command's context with an
+// interruptedBy cause: every connect, handshake, query and retry is tied to
+// it, so the command ends within seconds (docs/design.md, "Deadlines and
+// signals"). run and watch then stop as usual (exit 0: run stores the
+// checkpoint of what it applied; replay covers the rest); any other
+// command was cut short and exits exitInterrupted with one line. A second
+// signal exits exitInterrupted at once (replay from the stored checkpoint
+// makes that safe too).
+//
+// SIGHUP (a closed terminal) stops the one-shot commands and watch like
+// SIGTERM; run logs and ignores it (ignoreHangups: there is nothing to
+// reload). Started with SIGHUP ignored (nohup), it stays ignored.
+const exitInterrupted = 130
+
+// signalEnds are the commands for which a stop signal is their normal end.
+var signalEnds = map[string]bool{"run": true, "watch": true}
+
+// interruptedBy is the cause of a context cancelled by a signal. It is
+// context.Canceled to errors.Is, so code that treats cancellation as a
+// stop keeps doing so.
+type interruptedBy string
+
+func (s interruptedBy) Error() string        { return "interrupted by " + string(s) }
+func (s interruptedBy) Is(target error) bool { return target == context.Canceled }
+
+func signalName(sig os.Signal) string {
+	switch sig {
+	case os.Interrupt:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case syscall.SIGHUP:
+		return "SIGHUP"
+	}
+	return sig.String()
+}
+
+// stopOnSignal returns the context of command name, cancelled by the
+// first stop signal; a second one exits the process. stop releases the
+// signals.
+func stopOnSignal(name string, stderr io.Writer) (ctx context.Context, stop func()) {
+	sigs := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if name != "run" && !signal.Ignored(syscall.SIGHUP) {
+		sigs = append(sigs, syscall.SIGHUP)
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, sigs...)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case sig := <-ch:
+			cancel(interruptedBy(signalName(sig)))
+		case <-done:
+			return
+		}
+		select {
+		case sig := <-ch:
+			fmt.Fprintf(stderr, "dialsync: second signal (%s), exiting now (the checkpoint makes this safe)\n", signalName(sig))
+			os.Exit(exitInterrupted)
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(ch)
+		close(done)
+		cancel(nil)
+	}
+}
+
+// signalOf names the signal that cancelled ctx; "" when none did.
+func signalOf(ctx context.Context) string {
+	var sig interruptedBy
+	if errors.As(context.Cause(ctx), &sig) {
+		return string(sig)
+	}
+	return ""
+}
+
+// interruptedExit reports a one-shot command cut short by a signal: one
+// line naming what it was doing (err, which names the server it was
+// waiting for), exit 130, whatever the command returned (its output may
+// be incomplete).
+func interruptedExit(sig string, err error, stderr io.Writer) int {
+	msg := "the command did not finish; run it again"
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		msg = oneLine(err.Error())
+	}
+	if !strings.Contains(msg, "interrupted by "+sig) {
+		msg = "interrupted by " + sig + ": " + msg
+	}
+	fmt.Fprintf(stderr, "dialsync: %s\n", msg)
+	return exitInterrupted
+}
+
+// oneLine is s on one line, always: wrapped driver errors may carry
+// newlines.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
 }
 
 func exitCode(err error, stderr io.Writer) int {
@@ -123,18 +222,13 @@ func exitCode(err error, stderr io.Writer) int {
 	if errors.As(err, &ec) {
 		return ec.ExitCode()
 	}
-	fmt.Fprintf(stderr, "dialsync: %s\n", oneLine(err))
+	// One line, always: wrapped driver errors may carry newlines.
+	fmt.Fprintf(stderr, "dialsync: %s\n", oneLine(err.Error()))
 	var ue usageError
 	if errors.As(err, &ue) {
 		return exitUsage
 	}
 	return exitFailure
-}
-
-// oneLine is err's text on one line, always: wrapped driver errors may
-// carry newlines.
-func oneLine(err error) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", " ")), " ")
 }
 
 // exitCoder lets a command choose its exit code after printing its own

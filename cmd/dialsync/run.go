@@ -15,8 +15,10 @@ import (
 
 // runRun is `dialsync run`: the pipeline from Open to Close. Signals (see
 // Main): the first SIGINT/SIGTERM cancels ctx, so the batch in hand is
-// applied and its checkpoint stored before Run returns (exit 0); a second
-// exits at once. SIGHUP has nothing to reload and is ignored.
+// applied and its checkpoint stored, or abandoned when a server does not
+// answer (replay makes that safe), before Run returns (exit 0; also during
+// start-up); a second exits at once. SIGHUP has nothing to reload and is
+// logged and ignored.
 const runUsage = `usage: dialsync run [--config PATH]
 
 Streams the source's binlog into the call queue (PostgreSQL), the cache
@@ -29,7 +31,9 @@ the leader's heartbeat stops. Logs go to stderr (JSON unless on a terminal).
 
 Signals:
   INT, TERM          finish the batch in hand, store its checkpoint and exit 0
-                     (a standby just stops)
+                     (a standby, or an instance still starting, just stops; a
+                     batch whose servers do not answer within 5 s is abandoned
+                     and replayed at the next start)
   a second INT/TERM  exit at once with 130; the next start replays from the
                      stored checkpoint, which is safe (notices are de-duplicated)
   HUP                logged and ignored: nothing is reloaded (restart to apply
@@ -57,7 +61,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 	// records, not the plain line main prints last).
 	defer func() {
 		if err != nil {
-			log.Error("stopped on error", "err", oneLine(err))
+			log.Error("stopped on error", "err", oneLine(err.Error()))
 		}
 	}()
 	defer ignoreHangups(log)()
@@ -67,6 +71,12 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 	p, err := pipeline.Open(ctx, cfg, log, pipeline.Options{Version: buildVersion()})
 	if errors.Is(err, pipeline.ErrStopped) {
 		return nil // a standby stopped while it waited for the lease
+	}
+	if err != nil && ctx.Err() != nil {
+		// A signal during start-up (a connect, a handshake, a migration):
+		// nothing was applied, so this is a clean stop (exit 0).
+		log.Warn("stopped by a signal before start-up finished", "signal", context.Cause(ctx).Error(), "err", err)
+		return nil
 	}
 	if err != nil {
 		return err

@@ -169,7 +169,7 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	log := newLogger(cfg, stderr, oneShotLog)
 
-	nc, err := clients.NATS(cfg, "dialsync-watch", log)
+	nc, err := clients.NATS(ctx, cfg, "dialsync-watch", log)
 	if err != nil {
 		return fmt.Errorf("watch: %w", err)
 	}

@@ -64,7 +64,13 @@ type Config struct {
 	BatchWindow  time.Duration
 	RetryInitial time.Duration // default 100ms
 	RetryMax     time.Duration // default 10s
-	Keys         *handlers.Keys
+	// StopGrace is how long the batches in hand may take to finish once
+	// Run's ctx ends (default 5s): past it their calls are cancelled and
+	// they are abandoned, their checkpoint not stored, so a stuck or
+	// always-failing server cannot hold a stop (docs/design.md,
+	// "Deadlines and signals"; replay from the checkpoint makes it safe).
+	StopGrace time.Duration
+	Keys      *handlers.Keys
 	// OnApplied, when set, is called after each batch's effects are
 	// durable and its checkpoint is handed to the saver (for metrics and
 	// tests), on the Redis and NATS stage's goroutine.
@@ -90,6 +96,10 @@ type Config struct {
 	// dead letters (true) or halt the pipeline (false, and when nil).
 	DeadLetter func(table string) bool
 }
+
+// DefaultStopGrace is Config.StopGrace's default: with the stream, the
+// lease and the clients closed after it, a stop ends well within 10 s.
+const DefaultStopGrace = 5 * time.Second
 
 // BatchStats describes one applied batch.
 type BatchStats struct {
@@ -182,6 +192,9 @@ func New(cfg Config, deps Deps, log *slog.Logger) *Loop {
 	}
 	if cfg.RetryMax <= 0 {
 		cfg.RetryMax = 10 * time.Second
+	}
+	if cfg.StopGrace <= 0 {
+		cfg.StopGrace = DefaultStopGrace
 	}
 	return &Loop{
 		cfg:      cfg,

@@ -2,6 +2,7 @@ package apply
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -74,13 +75,33 @@ func (l *Loop) Do(ctx context.Context, fn func(context.Context) error) error {
 // Run applies batches until ctx is cancelled (returns nil once the batch in
 // hand is durable) or a fatal error happens. Transient failures of any server
 // are retried inside, with backoff and jitter; nothing is skipped.
+//
+// A stop (ctx ending) lets the batches in hand finish for up to
+// Config.StopGrace; past it they are abandoned (see afterGrace). An error
+// that is only the consequence of the stop (a retry or a call cut short)
+// is logged, not returned: nothing past the stored checkpoint was lost.
 func (l *Loop) Run(ctx context.Context) error {
+	err := l.run(ctx)
+	if err != nil && ctx.Err() != nil && !l.fatal(err) {
+		l.log.Warn("stopped with a batch unfinished; it is replayed from the checkpoint at the next start", "err", err)
+		return nil
+	}
+	return err
+}
+
+func (l *Loop) run(ctx context.Context) error {
 	if err := l.flushOutbox(ctx); err != nil {
 		return err
 	}
+	// The batches in hand are finished even when ctx is cancelled meanwhile
+	// (a clean stop stores its checkpoint), for up to StopGrace; a second
+	// signal, which kills the process, cuts them short too. Released last,
+	// after the saver stored what was finished in time.
+	work, abandon := l.afterGrace(ctx)
+	defer abandon()
 	sctx, stopSaver := context.WithCancel(ctx)
 	saverDone := make(chan struct{})
-	go func() { defer close(saverDone); l.saver(sctx) }()
+	go func() { defer close(saverDone); l.saver(sctx, work) }()
 	// On the way out, the saver stores the newest durable position (a clean
 	// stop keeps its checkpoint) before Run returns.
 	defer func() { stopSaver(); <-saverDone }()
@@ -92,10 +113,6 @@ func (l *Loop) Run(ctx context.Context) error {
 	// and each batch still goes through the four steps in order
 	// (invariants 1 and 3). A stage that fails drops every later batch, so
 	// nothing after a failed batch reaches the checkpoint.
-	// The batches in hand are finished even when ctx is cancelled meanwhile
-	// (a clean stop stores its checkpoint); only a second signal, which
-	// kills the process, cuts them short.
-	work := context.WithoutCancel(ctx)
 	toQueue, toFinish := make(chan *batchWork, 1), make(chan *batchWork, 1)
 	stageErr := make(chan error, 2)
 	var pending sync.WaitGroup // batches handed to the stages and not done
@@ -190,6 +207,25 @@ func (l *Loop) Run(ctx context.Context) error {
 			job.res <- job.job(ctx)
 		}
 	}
+}
+
+// afterGrace returns the context of the batches in hand: it ends
+// StopGrace after ctx ends (or when abandon is called), so a write blocked
+// on a lock or a server that refuses every call cannot hold a stop
+// (docs/design.md, "Deadlines and signals"). What it cuts short was not
+// checkpointed, so the next start replays it.
+func (l *Loop) afterGrace(ctx context.Context) (work context.Context, abandon func()) {
+	work, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	grace := l.cfg.StopGrace
+	stop := context.AfterFunc(ctx, func() {
+		time.AfterFunc(grace, func() {
+			if work.Err() == nil {
+				l.log.Warn("stopping: the batch in hand did not finish within the stop grace period; abandoning it (it is replayed from the checkpoint at the next start)", "grace", grace.String())
+				cancel(fmt.Errorf("stop grace period of %s passed", grace))
+			}
+		})
+	})
+	return work, func() { stop(); cancel(nil) }
 }
 
 // fill adds queued transactions to batch without blocking (or waiting up to

@@ -47,8 +47,7 @@ func (l *Loop) queueSave(r saveReq) {
 // order the loop hands them over, only ever after their effects are
 // durable, so invariant 1 holds. When ctx ends it writes what is pending
 // and returns.
-func (l *Loop) saver(ctx context.Context) {
-	work := context.WithoutCancel(ctx)
+func (l *Loop) saver(ctx, work context.Context) {
 	for {
 		l.saveMu.Lock()
 		req := l.saveNext
@@ -70,8 +69,9 @@ func (l *Loop) saver(ctx context.Context) {
 			}
 		}
 		t0 := time.Now()
-		// Retries end only with the process (work is not cancelled by a stop
-		// signal): a clean stop must store its checkpoint.
+		// Retries end with the stop grace period (work is not cancelled by a
+		// stop signal at once): a clean stop must store its checkpoint, but a
+		// PostgreSQL that refuses every write must not hold it forever.
 		err := l.retry(work, StagePostgres, "clear outbox", func() error { return l.deps.Queue.DeleteOutbox(work, req.outbox) })
 		if err == nil && !req.pos.IsZero() {
 			err = l.retry(work, StageCheckpoint, "save checkpoint", func() error { return l.deps.Checkpoint.Save(work, req.pos, req.owners, req.pointers) })

@@ -72,6 +72,9 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Cache, error) 
 	c.log = logger.With("component", "cache", "redis", c.where)
 	if err := c.Ping(ctx); err != nil {
 		_ = c.rdb.Close()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("cache: open: redis at %s: %w", c.where, context.Cause(ctx)) // stopped (a signal)
+		}
 		return nil, fmt.Errorf("cache: open: %w: check redis.addr, redis.password and the redis.tls_* keys, and that the server is up", err)
 	}
 	c.log.Info("connected to redis", "tls", opts.TLSConfig != nil)

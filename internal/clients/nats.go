@@ -59,8 +59,9 @@ func NATSOptions(cfg *config.Config, log *slog.Logger) ([]nats.Option, *tls.Conf
 }
 
 // NATS connects to [nats] for reading (explain, watch), reconnecting
-// forever: watch runs for long; explain closes it at once.
-func NATS(cfg *config.Config, name string, log *slog.Logger) (*nats.Conn, error) {
+// forever: watch runs for long; explain closes it at once. The connect is
+// bounded by ctx and 5 s (publish.Connect).
+func NATS(ctx context.Context, cfg *config.Config, name string, log *slog.Logger) (*nats.Conn, error) {
 	opts, _, err := NATSOptions(cfg, log)
 	if err != nil {
 		return nil, err
@@ -69,7 +70,6 @@ func NATS(cfg *config.Config, name string, log *slog.Logger) (*nats.Conn, error)
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
-		nats.Timeout(5*time.Second),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			// A nil error is a Close of ours (see internal/publish).
 			if err != nil {
@@ -77,7 +77,10 @@ func NATS(cfg *config.Config, name string, log *slog.Logger) (*nats.Conn, error)
 			}
 		}),
 	)
-	nc, err := nats.Connect(cfg.NATS.URL, opts...)
+	nc, err := publish.Connect(ctx, cfg.NATS.URL, 5*time.Second, opts...)
+	if err != nil && ctx.Err() != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", redactNATSURL(cfg.NATS.URL), context.Cause(ctx))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", redactNATSURL(cfg.NATS.URL), Redact(err, cfg))
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -33,8 +34,18 @@ func PostgresConfig(cfg *config.Config) (*pgxpool.Config, error) {
 		return nil, errBadDSN
 	}
 	pcfg.MaxConns = int32(cfg.Postgres.MaxConns)
+	if pcfg.ConnConfig.ConnectTimeout == 0 {
+		// Without connect_timeout pgx waits for a server that accepted
+		// TCP but never answers the startup message as long as ctx lasts:
+		// for run, forever (docs/design.md, "Deadlines and signals").
+		pcfg.ConnConfig.ConnectTimeout = DefaultPostgresConnectTimeout
+	}
 	return pcfg, nil
 }
+
+// DefaultPostgresConnectTimeout bounds a PostgreSQL connect (TCP, TLS,
+// startup, authentication) when postgres.dsn sets no connect_timeout.
+const DefaultPostgresConnectTimeout = 10 * time.Second
 
 // Postgres opens the pool of pcfg and pings the server. The error names
 // the server as host:port, never a secret, and ends with the fix.
@@ -44,6 +55,10 @@ func Postgres(ctx context.Context, cfg *config.Config, pcfg *pgxpool.Config) (*p
 		if err = pool.Ping(ctx); err != nil {
 			pool.Close()
 		}
+	}
+	if err != nil && ctx.Err() != nil {
+		// Stopped (a signal): say so, not pgx's "context canceled".
+		return nil, fmt.Errorf("postgres at %s:%d: %w", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, context.Cause(ctx))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("postgres at %s:%d: %w: %s", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, Redact(err, cfg), postgresFix(err))

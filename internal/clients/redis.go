@@ -66,6 +66,9 @@ func Redis(ctx context.Context, cfg *config.Config, log *slog.Logger) (redis.Uni
 	}
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		rdb.Close()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("redis at %s: %w", where, context.Cause(ctx)) // stopped (a signal)
+		}
 		return nil, fmt.Errorf("redis at %s: %w", where, Redact(err, cfg))
 	}
 	return rdb, nil

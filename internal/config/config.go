@@ -111,7 +111,10 @@ type SourceConfig struct {
 	// is measurable and a dead connection is noticed; must be < ReadTimeout.
 	HeartbeatPeriod Duration `toml:"heartbeat_period"`
 	// ReadTimeout is how long a binlog read may wait before the connection
-	// is considered dead and reconnected.
+	// is considered dead and reconnected. Default 90s: well above the
+	// heartbeat period a server really keeps (some ignore the one asked for
+	// and beat every 30s; a timeout equal to that reconnects every idle
+	// minute).
 	ReadTimeout Duration `toml:"read_timeout"`
 	TLSConfig
 }
@@ -366,7 +369,7 @@ func Default() *Config {
 		Source: SourceConfig{
 			Flavor:          "mysql",
 			HeartbeatPeriod: Dur(10 * time.Second),
-			ReadTimeout:     Dur(30 * time.Second),
+			ReadTimeout:     Dur(90 * time.Second),
 			TLSConfig:       TLSConfig{Mode: TLSDisabled},
 		},
 		Postgres: PostgresConfig{Schema: "dialsync", MaxConns: 4},

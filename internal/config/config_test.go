@@ -64,7 +64,7 @@ func TestDefaults(t *testing.T) {
 		{"pipeline.name", c.Pipeline.Name, "main"},
 		{"source.flavor", c.Source.Flavor, "mysql"},
 		{"source.heartbeat_period", c.Source.HeartbeatPeriod.Duration(), 10 * time.Second},
-		{"source.read_timeout", c.Source.ReadTimeout.Duration(), 30 * time.Second},
+		{"source.read_timeout", c.Source.ReadTimeout.Duration(), 90 * time.Second},
 		{"source.tls_mode", c.Source.Mode, TLSDisabled},
 		{"postgres.schema", c.Postgres.Schema, "dialsync"},
 		{"postgres.max_conns", c.Postgres.MaxConns, 4},

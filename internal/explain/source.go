@@ -10,6 +10,8 @@ import (
 
 	"github.com/go-mysql-org/go-mysql/client"
 	"github.com/go-mysql-org/go-mysql/mysql"
+
+	"dialsync/internal/myconn"
 )
 
 // SourceConfig says how to reach the lookup server (the binlog server).
@@ -33,7 +35,9 @@ func OpenSource(ctx context.Context, cfg SourceConfig) (*Source, error) {
 		tc := cfg.TLS
 		opts = append(opts, func(c *client.Conn) error { c.SetTLSConfig(tc); return nil })
 	}
-	conn, err := client.ConnectWithContext(ctx, cfg.Addr, cfg.User, cfg.Password, cfg.Database, 10*time.Second, opts...)
+	// myconn bounds the handshake by ctx (a signal, explain's connect
+	// timeout); each query is bounded by exec.
+	conn, err := myconn.Connect(ctx, cfg.Addr, cfg.User, cfg.Password, cfg.Database, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect source %s: %w", cfg.Addr, err)
 	}
@@ -58,15 +62,15 @@ func (s *Source) exec(ctx context.Context, q string) (*mysql.Result, error) {
 	if s.broken {
 		return nil, errors.New("source connection was interrupted")
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
+	if ctx.Err() != nil {
+		return nil, context.Cause(ctx)
 	}
 	sock := s.conn.Conn.Conn
 	stop := context.AfterFunc(ctx, func() { _ = sock.SetDeadline(time.Unix(1, 0)) })
 	r, err := s.conn.Execute(q)
 	if !stop() {
 		s.broken = true
-		return nil, ctx.Err()
+		return nil, context.Cause(ctx)
 	}
 	return r, err
 }

@@ -175,6 +175,9 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Lookup, error)
 
 	if err := l.db.PingContext(ctx); err != nil {
 		l.Close()
+		if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, fmt.Errorf("open lookup: connect %s: %w", cfg.Addr, err) // stopped (a signal): no advice
+		}
 		return nil, fmt.Errorf("open lookup: connect %s: %w: check source.addr/user/password (or [lookup]) and that the server is up", cfg.Addr, err)
 	}
 	if err := l.validateRule(ctx); err != nil {

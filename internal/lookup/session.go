@@ -14,6 +14,8 @@ import (
 	"github.com/go-mysql-org/go-mysql/client"
 	"github.com/go-mysql-org/go-mysql/driver"
 	"github.com/go-mysql-org/go-mysql/mysql"
+
+	"dialsync/internal/myconn"
 )
 
 // sessionSetup runs on every new connection. UTC makes TIMESTAMP values
@@ -42,7 +44,7 @@ type sessionConnector struct {
 }
 
 func (c sessionConnector) Connect(ctx context.Context) (sqldriver.Conn, error) {
-	conn, err := c.inner.Connect(ctx)
+	conn, err := c.connect(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -78,6 +80,42 @@ func (c sessionConnector) Connect(ctx context.Context) (sqldriver.Conn, error) {
 }
 
 func (c sessionConnector) Driver() sqldriver.Driver { return c.inner.Driver() }
+
+// connect is the driver's Connect bounded by ctx and
+// myconn.HandshakeTimeout. The go-mysql driver dials with ctx, but its
+// handshake reads honour only the readTimeout option (60 s) and never ctx,
+// so a server that accepts TCP and says nothing would hold the caller
+// (and a signal) that long (docs/design.md, "Deadlines and signals"). The
+// driver offers no hook on the socket, so an attempt cut off is abandoned:
+// its goroutine ends by that read timeout and closes what it got.
+func (c sessionConnector) connect(ctx context.Context) (sqldriver.Conn, error) {
+	limit := myconn.Limit(ctx)
+	hctx, cancel := context.WithTimeout(ctx, myconn.HandshakeTimeout)
+	defer cancel()
+	type result struct {
+		conn sqldriver.Conn
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		conn, err := c.inner.Connect(hctx)
+		done <- result{conn, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil && hctx.Err() != nil {
+			return nil, myconn.Cut(ctx, limit)
+		}
+		return r.conn, r.err
+	case <-hctx.Done():
+		go func() {
+			if r := <-done; r.conn != nil {
+				_ = r.conn.Close()
+			}
+		}()
+		return nil, myconn.Cut(ctx, limit)
+	}
+}
 
 // The go-mysql driver only takes TLS settings through DSN options (its
 // "tls=custom" needs PEM bytes, not a *tls.Config), so a private option

@@ -16,12 +16,13 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"net"
 	"strings"
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/client"
 	"github.com/go-mysql-org/go-mysql/mysql"
+
+	"dialsync/internal/myconn"
 )
 
 // DefaultTimeout bounds one connection attempt or one statement.
@@ -64,18 +65,16 @@ func (s *Source) Connect(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout())
 	defer cancel()
-	d := &net.Dialer{}
 	var opts []client.Option
 	if s.TLS != nil {
 		opts = append(opts, func(c *client.Conn) error { c.SetTLSConfig(s.TLS); return nil })
 	}
-	// ReadTimeout/WriteTimeout also bound the handshake, which the dial
-	// context does not cover.
 	opts = append(opts, func(c *client.Conn) error {
 		c.ReadTimeout, c.WriteTimeout = s.timeout(), s.timeout()
 		return nil
 	})
-	c, err := client.ConnectWithDialer(ctx, "", s.Addr, s.User, s.Password, "", d.DialContext, opts...)
+	// myconn ties the handshake to ctx: a signal stops it at once.
+	c, err := myconn.Connect(ctx, s.Addr, s.User, s.Password, "", opts...)
 	if err != nil {
 		return fmt.Errorf("connect to %s as %s: %w", s.Addr, s.User, err)
 	}
@@ -117,7 +116,9 @@ func (s *Source) Query(ctx context.Context, query string, args ...any) ([]Row, e
 		}
 		s.Close()
 		if err == nil || ctx.Err() != nil {
-			return nil, fmt.Errorf("%s: %w", query, context.DeadlineExceeded)
+			// DeadlineExceeded for the statement's timeout; the signal
+			// for a cancelled command.
+			return nil, fmt.Errorf("%s: %w", query, context.Cause(ctx))
 		}
 		return nil, fmt.Errorf("%s: %w", query, err)
 	}

@@ -182,7 +182,6 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Publisher, err
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
-		nats.Timeout(5 * time.Second),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
 			// nats.go calls it with a nil error when the connection is
 			// closed on purpose (Close, at every clean exit): not news.
@@ -208,8 +207,11 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Publisher, err
 	}
 	opts = append(opts, auth...)
 
-	nc, err := nats.Connect(cfg.URL, opts...)
+	nc, err := Connect(ctx, cfg.URL, 5*time.Second, opts...)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("publish: connect to NATS at %s: %w", where, err)
+		}
 		return nil, fmt.Errorf("publish: connect to NATS at %s: %w: check nats.url (and its credentials) and that the server is up", where, err)
 	}
 	js, err := jetstream.New(nc,
