@@ -409,15 +409,15 @@ func TestCommandLineHabits(t *testing.T) {
 // variables (NotConfigEnv) pass.
 func TestUnknownEnvironmentVariable(t *testing.T) {
 	p := newPipe(t, pipeOpt{})
-	for _, args := range [][]string{{"run"}, {"checkpoint", "show"}, {"check"}} {
+	for _, args := range [][]string{{"run"}, {"checkpoint", "show"}, {"check"}, {"config", "validate"}} {
 		_, errOut, code := runCLI(t, 30*time.Second, []string{"DIALSYNC_SOURCE_ADRR=127.0.0.1:1"}, append(args, "--config", p.cfgPath)...)
 		if code != exitUsage || !strings.Contains(errOut, "DIALSYNC_SOURCE_ADRR (did you mean DIALSYNC_SOURCE_ADDR?) matches no config key") {
 			t.Errorf("dialsync %v with DIALSYNC_SOURCE_ADRR: exit %d, stderr:\n%s", args, code, errOut)
 		}
 	}
-	out, errOut, code := runCLI(t, 30*time.Second, []string{"DIALSYNC_TEST_POSTGRES=" + p.pgDSN, "DIALSYNC_SEED_DEFAULT=1"}, "checkpoint", "show", "--config", p.cfgPath)
-	if code != 0 {
-		t.Errorf("checkpoint show with the project's own DIALSYNC_TEST_POSTGRES: exit %d\n%s\n%s", code, out, errOut)
+	out, errOut, code := runCLI(t, 30*time.Second, []string{"DIALSYNC_TEST_POSTGRES=" + p.pgDSN, "DIALSYNC_SEED_DEFAULT=1"}, "config", "validate", "--config", p.cfgPath)
+	if code != 0 || !strings.Contains(out, "config OK") {
+		t.Errorf("config validate with the project's own DIALSYNC_TEST_POSTGRES: exit %d\n%s\n%s", code, out, errOut)
 	}
 }
 
