@@ -68,6 +68,18 @@ func TestShortMode(t *testing.T) {
 	if c == nil || c.Rows < 20_000 || c.DialsyncRate.Median <= 0 || c.NoopRate.Median <= 0 || c.Ratio.Median <= 0 {
 		t.Fatalf("catch-up: %+v", c)
 	}
+	// The sink-limit reference republished every notice of the backlog.
+	if c.Notices < c.Rows/10 || c.SinkSec.Median <= 0 || c.SinkRate.Median <= 0 || c.SinkRatio.Median <= 0 {
+		t.Errorf("catch-up sink reference: %d notices, %v s, %v rows/s, ratio %v", c.Notices, c.SinkSec.Median, c.SinkRate.Median, c.SinkRatio.Median)
+	}
+	for _, r := range c.Runs {
+		if r.Stages != nil && r.Stages.Notices != r.Notices {
+			t.Errorf("catch-up run: dialsync counted %d published notices, the reference sent %d", r.Stages.Notices, r.Notices)
+		}
+		if want := r.DialsyncRate / r.SinkRate; r.SinkRatio != want || r.NoticeBytes <= int64(r.Notices) {
+			t.Errorf("catch-up run: sink ratio %v, want %v; %d notice bytes", r.SinkRatio, want, r.NoticeBytes)
+		}
+	}
 	rc := rep.Reconcile
 	if rc == nil || rc.Users != 2000 || rc.Took.Median <= 0 || rc.Wall.Median < rc.Took.Median {
 		t.Fatalf("reconcile: %+v", rc)
@@ -84,7 +96,7 @@ func TestShortMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(stdout.String(), string(md)) || !strings.Contains(string(md), "## Targets") {
+	if !strings.Contains(stdout.String(), string(md)) || !strings.Contains(string(md), "## Targets") || !strings.Contains(string(md), "Ratio dialsync / sink limit") {
 		t.Errorf("the Markdown table was not printed or is incomplete:\n%s", stdout.String())
 	}
 }

@@ -285,16 +285,7 @@ func (b *bench) profileCPU(ctx context.Context, pc pipeCfg, name string, d time.
 // tests' configs, dstest.Config) and returns its path.
 func (b *bench) writeConfig(p pipeCfg) (string, error) {
 	b.serverID++
-	c := dstest.Config(dstest.Target{
-		Pipeline: pipelineName, SourceAddr: b.my.Addr(), Database: b.name, ServerID: b.serverID, PostgresDSN: b.pgDSN,
-		RedisAddr: b.o.redisAddr, RedisPrefix: b.prefix, NATSURL: b.o.natsURL, Stream: p.stream, Subjects: p.subjects,
-	})
-	// The bench measures with the production source timings, not the
-	// tests' quick heartbeat.
-	d := config.Default()
-	c.Source.HeartbeatPeriod, c.Source.ReadTimeout = d.Source.HeartbeatPeriod, d.Source.ReadTimeout
-	c.Postgres.Schema = p.schema
-	c.HTTP.Listen, c.HTTP.Pprof = p.listen, b.o.profile != ""
+	c := b.pipeConfig(p)
 	path := filepath.Join(b.dir, p.stream+".toml")
 	if err := dstest.WriteConfig(path, c); err != nil {
 		return "", fmt.Errorf("write config: %w", err)
@@ -306,6 +297,21 @@ func (b *bench) writeConfig(p pipeCfg) (string, error) {
 	}
 	b.streams = append(b.streams, p.stream)
 	return path, nil
+}
+
+// pipeConfig is the dialsync config of p with the current server id.
+func (b *bench) pipeConfig(p pipeCfg) *config.Config {
+	c := dstest.Config(dstest.Target{
+		Pipeline: pipelineName, SourceAddr: b.my.Addr(), Database: b.name, ServerID: b.serverID, PostgresDSN: b.pgDSN,
+		RedisAddr: b.o.redisAddr, RedisPrefix: b.prefix, NATSURL: b.o.natsURL, Stream: p.stream, Subjects: p.subjects,
+	})
+	// The bench measures with the production source timings, not the
+	// tests' quick heartbeat.
+	d := config.Default()
+	c.Source.HeartbeatPeriod, c.Source.ReadTimeout = d.Source.HeartbeatPeriod, d.Source.ReadTimeout
+	c.Postgres.Schema = p.schema
+	c.HTTP.Listen, c.HTTP.Pprof = p.listen, b.o.profile != ""
+	return c
 }
 
 // sourceHead is the source's current GTID position.
