@@ -89,7 +89,8 @@ func newBench(ctx context.Context, o options, log *slog.Logger) (b *bench, err e
 		// The seeded data (~150 MB with indexes) must fit in memory, and a
 		// 1M-row backlog should not stall on redo log checkpoints: these
 		// override testenv's small test sizes (the last option wins).
-		Args: []string{"--innodb-buffer-pool-size=1G", "--innodb-log-file-size=512M", "--max-connections=200"},
+		// At 10x data (-users 500000, ~1.5 GB) the pool grows with it.
+		Args: []string{fmt.Sprintf("--innodb-buffer-pool-size=%dM", bufferPoolMB(o.size.Users)), "--innodb-log-file-size=512M", "--max-connections=200"},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start mariadb: %w", err)
@@ -148,6 +149,10 @@ func newBench(ctx context.Context, o options, log *slog.Logger) (b *bench, err e
 	})
 	return b, nil
 }
+
+// bufferPoolMB sizes the private MariaDB's buffer pool for the seeded
+// data: 1 GiB up to the reference size, about 4 KiB a user beyond it.
+func bufferPoolMB(users int) int { return max(1024, users*4/1024) }
 
 func (b *bench) createPG(ctx context.Context) error {
 	admin, err := pgx.Connect(ctx, b.o.pgAdmin)
