@@ -248,40 +248,46 @@ func (b *bench) scrape(ctx context.Context, pc pipeCfg) benchkit.Metrics {
 // returned func. A no-op without -profile. Failures are logged: a profile
 // is a diagnosis, not a result.
 func (b *bench) profileCPU(ctx context.Context, pc pipeCfg, name string, d time.Duration) (wait func()) {
+	return b.fetchProfile(ctx, pc, name, fmt.Sprintf("profile?seconds=%d", max(1, int(d.Seconds()))))
+}
+
+// fetchProfile fetches /debug/pprof/<what> of dialsync into <profile
+// folder>/<name>.pprof in the background (see profileCPU).
+func (b *bench) fetchProfile(ctx context.Context, pc pipeCfg, name, what string) (wait func()) {
 	if b.o.profile == "" || pc.listen == "" {
 		return func() {}
 	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pc.listen, max(1, int(d.Seconds())))
+		url := fmt.Sprintf("http://%s/debug/pprof/%s", pc.listen, what)
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
-			b.log.Warn("cpu profile", "error", err)
+			b.log.Warn("profile", "error", err)
 			return
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
-			b.log.Warn("cpu profile", "error", err)
+			b.log.Warn("profile", "error", err)
 			return
 		}
 		defer resp.Body.Close()
 		if err := os.MkdirAll(b.o.profile, 0o755); err != nil {
-			b.log.Warn("cpu profile", "error", err)
+			b.log.Warn("profile", "error", err)
 			return
 		}
 		path := filepath.Join(b.o.profile, name+".pprof")
 		f, err := os.Create(path)
 		if err != nil {
-			b.log.Warn("cpu profile", "error", err)
+			b.log.Warn("profile", "error", err)
 			return
 		}
 		defer f.Close()
 		if _, err := io.Copy(f, resp.Body); err != nil {
-			b.log.Warn("cpu profile", "error", err)
+			b.log.Warn("profile", "error", err)
 			return
 		}
-		b.log.Info("cpu profile written", "path", path)
+		b.log.Info("profile written", "path", path)
 	}()
 	return func() { <-done }
 }

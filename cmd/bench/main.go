@@ -96,7 +96,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.baseline, "baseline", filepath.Join("bench", "results", "latest.json"), "with -users other than the reference 50000: a full reference-size report whose catch-up rate this run's is compared with")
 	fs.StringVar(&o.bin, "bin", "bin/dialsync", "the dialsync binary")
 	fs.BoolVar(&o.keep, "keep", false, "keep dialsync's logs and configs (their folder is logged)")
-	fs.StringVar(&o.profile, "profile", "", "write CPU profiles of dialsync (first latency run of each rate, first catch-up drain) into this folder")
+	fs.StringVar(&o.profile, "profile", "", "write CPU profiles of dialsync (first latency run of each rate, first catch-up drain) and a heap profile (end of the first reconcile) into this folder")
 	fs.StringVar(&o.pgAdmin, "postgres", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "PostgreSQL superuser URL (a database is created)")
 	fs.StringVar(&o.redisAddr, "redis", "127.0.0.1:6379", "Redis address")
 	fs.StringVar(&o.natsURL, "nats", "nats://127.0.0.1:4222", "NATS URL (JetStream on)")

@@ -44,6 +44,7 @@ import (
 
 	"dialsync/change"
 	"dialsync/handlers"
+	"dialsync/internal/idmap"
 	"dialsync/internal/queue"
 )
 
@@ -157,7 +158,7 @@ type Loop struct {
 	// State of the goroutine running Run (prepare).
 	owners   *tracked                                // claim -> user, as of the binlog position
 	pointers *tracked                                // user -> current_user_address_id
-	pointed  map[uint64][]uint64                     // address -> users pointing at it (pointers reversed)
+	pointed  *idmap.Pairs                            // address -> users pointing at it (pointers reversed); nil until seeded
 	replay   *queue.Mark                             // while replaying: the last transaction already in the queue
 	includes func(change.Position, *change.Txn) bool // set with replay
 	res      handlers.Result
