@@ -82,7 +82,8 @@ type Config struct {
 	// fatal whatever it says.
 	Fatal func(error) bool
 	// OrderedCommits says the source commits in binlog order
-	// (binlog_order_commits = ON, the MySQL and MariaDB default): then the
+	// (binlog_order_commits = ON on MySQL, the default; always on MariaDB:
+	// docs/design.md, the commit barrier): then the
 	// commit barrier needs one row of a batch's last transaction, since its
 	// commit being visible implies every earlier one is. Otherwise it locks
 	// one row per transaction.
