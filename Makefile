@@ -7,7 +7,7 @@ DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test test-go test-deploy vet services demo bench bench-short chaos clean fmt
+.PHONY: all build test test-go test-deploy vet services demo bench bench-short bench-10x chaos clean fmt
 
 all: build
 
@@ -44,6 +44,12 @@ bench: services build
 
 bench-short: services build
 	$(GO) run ./cmd/bench -short
+
+# 10x data (500k users, 1.5M claims, 3M requirements): reconcile and
+# catch-up, compared with bench/results/latest.json; not in CI (seeding
+# alone takes minutes). Results: bench/results/10x.{json,md}.
+bench-10x: services build
+	$(GO) run ./cmd/bench -users 500000 -scenarios reconcile,catchup
 
 chaos: services build
 	$(GO) test -count=1 -timeout 80m -run TestChaos -v ./internal/dev/chaos -chaos.long

@@ -155,28 +155,7 @@ func (s *Store) Load(ctx context.Context) (cp Checkpoint, found bool, err error)
 // always the map as of the stored position (see Owners).
 func (s *Store) Save(ctx context.Context, pos change.Position, owners, pointers map[uint64]uint64) error {
 	epoch := s.epoch.Load()
-	save := func(ctx context.Context, db interface {
-		Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
-	}) error {
-		tag, err := db.Exec(ctx, `WITH lease AS (
-			SELECT epoch FROM `+s.leases+` WHERE pipeline = $1 FOR SHARE
-		)
-		INSERT INTO `+s.checkpoints+` AS c (pipeline, gtid_set, file, pos, server_uuid, epoch, updated_at)
-		SELECT $1::text, $2::text, $3::text, $4::bigint, $5::text, $6::bigint, now()
-		WHERE COALESCE((SELECT epoch FROM lease), 0) = $6::bigint
-		ON CONFLICT (pipeline) DO UPDATE SET
-			gtid_set = excluded.gtid_set, file = excluded.file, pos = excluded.pos,
-			server_uuid = excluded.server_uuid, epoch = excluded.epoch, updated_at = excluded.updated_at
-		WHERE c.epoch <= excluded.epoch`,
-			s.pipeline, pos.GTIDSet, pos.File, int64(pos.Pos), *s.serverUUID.Load(), epoch)
-		if err != nil {
-			return fmt.Errorf("save checkpoint %q @ %s: %w", s.pipeline, pos, err)
-		}
-		if tag.RowsAffected() == 0 {
-			return fmt.Errorf("save checkpoint %q @ %s with epoch %d: %w", s.pipeline, pos, epoch, ErrFenced)
-		}
-		return nil
-	}
+	save := func(ctx context.Context, db execer) error { return s.saveRow(ctx, db, pos, epoch) }
 	if len(owners) == 0 && len(pointers) == 0 {
 		return save(ctx, s.pool)
 	}
@@ -189,27 +168,70 @@ func (s *Store) Save(ctx context.Context, pos change.Position, owners, pointers 
 		}
 		if len(owners) > 0 {
 			claims, users := pairs(owners)
-			if _, err := tx.Exec(ctx, `INSERT INTO `+s.owners+` (pipeline, claim_id, user_id)
-				SELECT $1, c, u FROM unnest($2::bigint[], $3::bigint[]) AS t(c, u)
-				ON CONFLICT (pipeline, claim_id) DO UPDATE SET user_id = excluded.user_id`,
-				s.pipeline, claims, users); err != nil {
-				return fmt.Errorf("save claim owners @ %s: %w", pos, err)
+			if err := s.upsertOwners(ctx, tx, pos, claims, users); err != nil {
+				return err
 			}
 		}
 		if len(pointers) > 0 {
 			users, addrs := pairs(pointers)
-			// Address 0 means the user points nowhere (or is gone): no row.
-			if _, err := tx.Exec(ctx, `WITH p AS (SELECT u, a FROM unnest($2::bigint[], $3::bigint[]) AS t(u, a)),
-				del AS (DELETE FROM `+s.pointers+` WHERE pipeline = $1 AND user_id IN (SELECT u FROM p WHERE a = 0))
-				INSERT INTO `+s.pointers+` (pipeline, user_id, address_id)
-				SELECT $1, u, a FROM p WHERE a <> 0
-				ON CONFLICT (pipeline, user_id) DO UPDATE SET address_id = excluded.address_id`,
-				s.pipeline, users, addrs); err != nil {
-				return fmt.Errorf("save user address pointers @ %s: %w", pos, err)
+			if err := s.upsertPointers(ctx, tx, pos, users, addrs); err != nil {
+				return err
 			}
 		}
 		return save(ctx, tx)
 	})
+}
+
+type execer interface {
+	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+}
+
+// saveRow writes the checkpoint row, fenced (see Save).
+func (s *Store) saveRow(ctx context.Context, db execer, pos change.Position, epoch int64) error {
+	tag, err := db.Exec(ctx, `WITH lease AS (
+			SELECT epoch FROM `+s.leases+` WHERE pipeline = $1 FOR SHARE
+		)
+		INSERT INTO `+s.checkpoints+` AS c (pipeline, gtid_set, file, pos, server_uuid, epoch, updated_at)
+		SELECT $1::text, $2::text, $3::text, $4::bigint, $5::text, $6::bigint, now()
+		WHERE COALESCE((SELECT epoch FROM lease), 0) = $6::bigint
+		ON CONFLICT (pipeline) DO UPDATE SET
+			gtid_set = excluded.gtid_set, file = excluded.file, pos = excluded.pos,
+			server_uuid = excluded.server_uuid, epoch = excluded.epoch, updated_at = excluded.updated_at
+		WHERE c.epoch <= excluded.epoch`,
+		s.pipeline, pos.GTIDSet, pos.File, int64(pos.Pos), *s.serverUUID.Load(), epoch)
+	if err != nil {
+		return fmt.Errorf("save checkpoint %q @ %s: %w", s.pipeline, pos, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("save checkpoint %q @ %s with epoch %d: %w", s.pipeline, pos, epoch, ErrFenced)
+	}
+	return nil
+}
+
+// upsertOwners writes claim -> user entries (keys and values as int64:
+// BIGINT holds every BIGINT UNSIGNED id bit for bit).
+func (s *Store) upsertOwners(ctx context.Context, tx pgx.Tx, pos change.Position, claims, users []int64) error {
+	if _, err := tx.Exec(ctx, `INSERT INTO `+s.owners+` (pipeline, claim_id, user_id)
+		SELECT $1, c, u FROM unnest($2::bigint[], $3::bigint[]) AS t(c, u)
+		ON CONFLICT (pipeline, claim_id) DO UPDATE SET user_id = excluded.user_id`,
+		s.pipeline, claims, users); err != nil {
+		return fmt.Errorf("save claim owners @ %s: %w", pos, err)
+	}
+	return nil
+}
+
+// upsertPointers writes user -> address entries; address 0 means the user
+// points nowhere (or is gone): no row.
+func (s *Store) upsertPointers(ctx context.Context, tx pgx.Tx, pos change.Position, users, addrs []int64) error {
+	if _, err := tx.Exec(ctx, `WITH p AS (SELECT u, a FROM unnest($2::bigint[], $3::bigint[]) AS t(u, a)),
+		del AS (DELETE FROM `+s.pointers+` WHERE pipeline = $1 AND user_id IN (SELECT u FROM p WHERE a = 0))
+		INSERT INTO `+s.pointers+` (pipeline, user_id, address_id)
+		SELECT $1, u, a FROM p WHERE a <> 0
+		ON CONFLICT (pipeline, user_id) DO UPDATE SET address_id = excluded.address_id`,
+		s.pipeline, users, addrs); err != nil {
+		return fmt.Errorf("save user address pointers @ %s: %w", pos, err)
+	}
+	return nil
 }
 
 func pairs(m map[uint64]uint64) (keys, values []int64) {

@@ -68,6 +68,18 @@ func TestShortMode(t *testing.T) {
 	if c == nil || c.Rows < 20_000 || c.DialsyncRate.Median <= 0 || c.NoopRate.Median <= 0 || c.Ratio.Median <= 0 {
 		t.Fatalf("catch-up: %+v", c)
 	}
+	// The sink-limit reference republished every notice of the backlog.
+	if c.Notices < c.Rows/10 || c.SinkSec.Median <= 0 || c.SinkRate.Median <= 0 || c.SinkRatio.Median <= 0 {
+		t.Errorf("catch-up sink reference: %d notices, %v s, %v rows/s, ratio %v", c.Notices, c.SinkSec.Median, c.SinkRate.Median, c.SinkRatio.Median)
+	}
+	for _, r := range c.Runs {
+		if r.Stages != nil && r.Stages.Notices != r.Notices {
+			t.Errorf("catch-up run: dialsync counted %d published notices, the reference sent %d", r.Stages.Notices, r.Notices)
+		}
+		if want := r.DialsyncRate / r.SinkRate; r.SinkRatio != want || r.NoticeBytes <= int64(r.Notices) {
+			t.Errorf("catch-up run: sink ratio %v, want %v; %d notice bytes", r.SinkRatio, want, r.NoticeBytes)
+		}
+	}
 	rc := rep.Reconcile
 	if rc == nil || rc.Users != 2000 || rc.Took.Median <= 0 || rc.Wall.Median < rc.Took.Median {
 		t.Fatalf("reconcile: %+v", rc)
@@ -84,7 +96,7 @@ func TestShortMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(stdout.String(), string(md)) || !strings.Contains(string(md), "## Targets") {
+	if !strings.Contains(stdout.String(), string(md)) || !strings.Contains(string(md), "## Targets") || !strings.Contains(string(md), "Ratio dialsync / sink limit") {
 		t.Errorf("the Markdown table was not printed or is incomplete:\n%s", stdout.String())
 	}
 }
@@ -105,9 +117,58 @@ func TestParseOptions(t *testing.T) {
 	if o.runs != 3 || o.catchUpRuns != 3 || o.reconcileRuns != 5 || o.backlog != 1_000_000 || o.size.Users != 50_000 || len(o.rates) != 3 || o.rates[2] != 0 {
 		t.Errorf("default options %+v", o)
 	}
+	// A 10x run writes its own results, never over the reference size's.
+	o, err = parseOptions([]string{"-users", "500000", "-scenarios", "reconcile,catchup"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := o.size.Counts(); c.Users != 500_000 || c.Claims != 1_500_000 || c.Requirements != 3_000_000 ||
+		!strings.HasSuffix(o.jsonPath, "10x.json") || !strings.HasSuffix(o.mdPath, "10x.md") || o.scenarios["latency"] || !o.scenarios["catchup"] {
+		t.Errorf("10x options %+v counts %+v", o, c)
+	}
+	if bufferPoolMB(50_000) != 1024 || bufferPoolMB(500_000) < 1900 {
+		t.Errorf("buffer pool %d MB at 1x, %d MB at 10x", bufferPoolMB(50_000), bufferPoolMB(500_000))
+	}
 	for _, bad := range [][]string{{"-rates", "x"}, {"-scenarios", "nope"}, {"-runs", "0"}} {
 		if _, err := parseOptions(bad, &bytes.Buffer{}); err == nil {
 			t.Errorf("%v accepted", bad)
 		}
+	}
+}
+
+// TestTargets judges hand-made reports: the reference size against the
+// 1x targets, a 10x run against the 10x ones and its baseline.
+func TestTargets(t *testing.T) {
+	sp := func(x float64) benchkit.Spread { return benchkit.Spread{Median: x, Min: x, Max: x} }
+	catchUp := func(rate float64) *benchkit.CatchUpResult {
+		return &benchkit.CatchUpResult{Rows: 1_000_000, DialsyncRate: sp(rate), SinkRatio: sp(0.9), Ratio: sp(0.3),
+			Resources: benchkit.ResourceSpread{PeakRSSMB: sp(60), SteadyRSSMB: sp(50)}}
+	}
+	recon := func(users int, took float64) *benchkit.ReconcileResult {
+		return &benchkit.ReconcileResult{Users: users, Took: sp(took), Resources: benchkit.ResourceSpread{PeakRSSMB: sp(70), SteadyRSSMB: sp(50)}}
+	}
+	byName := func(ts []benchkit.Target) map[string]benchkit.Target {
+		m := map[string]benchkit.Target{}
+		for _, tg := range ts {
+			m[tg.Name] = tg
+		}
+		return m
+	}
+	one := &benchkit.Report{Data: benchkit.DataSize{Users: 50_000}, CatchUp: catchUp(100_000), Reconcile: recon(50_000, 1.5)}
+	ts := byName(targets(one, nil))
+	if len(ts) != 5 || !ts["catch-up"].Met || !ts["catch-up"].Measured || ts["reconcile 50k/150k/300k"].Met || ts["memory"].Met {
+		t.Errorf("1x targets: %+v", ts)
+	}
+	ten := &benchkit.Report{Data: benchkit.DataSize{Users: 500_000}, CatchUp: catchUp(85_000), Reconcile: recon(500_000, 9.5)}
+	ts = byName(targets(ten, one))
+	if len(ts) != 6 || !ts["catch-up at 10x data"].Met || !ts["reconcile 500k/1.5M/3M (10x)"].Met || !ts["reconcile 500k/1.5M/3M (10x)"].Measured {
+		t.Errorf("10x targets: %+v", ts)
+	}
+	ten.CatchUp = catchUp(75_000)
+	if tg := byName(targets(ten, one))["catch-up at 10x data"]; tg.Met || !tg.Measured {
+		t.Errorf("catch-up at 0.75x the 1x rate judged %+v", tg)
+	}
+	if tg := byName(targets(ten, nil))["catch-up at 10x data"]; tg.Measured || !strings.Contains(tg.Got, "no reference-size report") {
+		t.Errorf("10x without a baseline: %+v", tg)
 	}
 }

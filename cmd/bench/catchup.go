@@ -23,7 +23,9 @@ import (
 // changes over all five tables; read it once with a no-op canal reader
 // (canal.Stream, the same decode path as dialsync, a handler that only
 // counts) and once with dialsync itself, every effect on, from the same
-// start position (the stopped pipeline's checkpoint) to the same head.
+// start position (the stopped pipeline's checkpoint) to the same head;
+// then publish the notices dialsync sent with a bare publisher, the sink
+// limit (sinkref.go).
 
 const backlogMix = "10% single-row transactions (user status and requirement status toggles, 4 connections), " +
 	"one large transaction of 30% of the rows (claim_requirements by id range, applied in pieces), " +
@@ -188,7 +190,7 @@ func (b *bench) noopRead(ctx context.Context, from, head string) (rows, txns int
 	cfg := canal.Config{
 		Addr: b.my.Addr(), User: "root", Flavor: "mariadb", ServerID: b.serverID, Database: b.name,
 		Tables: handlers.Specs(),
-		Logger: slog.New(slog.NewTextHandler(logWriter{b.log}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Logger: slog.New(slog.NewTextHandler(logWriter{b.log, "no-op reader: "}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	reached := false
 	t0 := time.Now()
@@ -213,11 +215,14 @@ func (b *bench) noopRead(ctx context.Context, from, head string) (rows, txns int
 	return rows, txns, took, nil
 }
 
-// logWriter sends the no-op reader's warnings to the harness log.
-type logWriter struct{ log *slog.Logger }
+// logWriter sends an in-harness client's warnings to the harness log.
+type logWriter struct {
+	log    *slog.Logger
+	prefix string
+}
 
 func (w logWriter) Write(b []byte) (int, error) {
-	w.log.Warn("no-op reader: " + strings.TrimSpace(string(b)))
+	w.log.Warn(w.prefix + strings.TrimSpace(string(b)))
 	return len(b), nil
 }
 
@@ -225,7 +230,7 @@ func (w logWriter) Write(b []byte) (int, error) {
 // pipeline; the returned process is the one running at the end.
 func (b *bench) catchUpScenario(ctx context.Context, p *dsProc, pc pipeCfg, cfgPath string) (*benchkit.CatchUpResult, *dsProc, error) {
 	res := &benchkit.CatchUpResult{Mix: backlogMix}
-	var drain, noop, drate, nrate, ratio []float64
+	var drain, noop, sinkT, drate, nrate, ratio, srate, sratio []float64
 	var rs []benchkit.Resources
 	var work []int
 	var stages []*benchkit.Stages
@@ -260,6 +265,12 @@ func (b *bench) catchUpScenario(ctx context.Context, p *dsProc, pc pipeCfg, cfgP
 		}
 		b.log.Info("catch-up: no-op reader done", "rows", rows, "txns", txns, "took", noopTook.Round(time.Millisecond))
 
+		// dialsync is stopped: its notices for this backlog are the
+		// stream's messages after this one (the sink reference's input).
+		seq0, err := b.streamLastSeq(ctx, pc.stream)
+		if err != nil {
+			return nil, p, err
+		}
 		p, err = b.startDialsync(cfgPath, filepath.Join(b.dir, fmt.Sprintf("catchup-%d.log", run)))
 		if err != nil {
 			return nil, nil, err
@@ -284,23 +295,37 @@ func (b *bench) catchUpScenario(ctx context.Context, p *dsProc, pc pipeCfg, cfgP
 		if m := b.scrape(ctx, pc); m != nil {
 			r.Stages = benchkit.StagesBetween(nil, m, drainTook)
 		}
+		sink, err := b.sinkReference(ctx, pc, seq0)
+		if err != nil {
+			return nil, p, err
+		}
+		if r.Stages != nil && r.Stages.Notices != sink.notices {
+			b.log.Warn("catch-up: dialsync's published-notices counter differs from the notices its stream received (repeats dropped by the duplicate window?)",
+				"counted", r.Stages.Notices, "stored", sink.notices)
+		}
 		r.Rows, r.Txns = rows, txns
 		r.WriteSec, r.DrainSec, r.NoopSec = write.Seconds(), drainTook.Seconds(), noopTook.Seconds()
 		r.DialsyncRate = float64(rows) / drainTook.Seconds()
 		r.NoopRate = float64(rows) / noopTook.Seconds()
 		r.Ratio = r.DialsyncRate / r.NoopRate
-		b.log.Info("catch-up", "run", run, "rows", rows, "txns", txns, "written_in", write.Round(time.Millisecond),
-			"dialsync_rows_per_s", int(r.DialsyncRate), "noop_rows_per_s", int(r.NoopRate), "ratio", benchkit.F(r.Ratio, 3))
+		r.Notices, r.NoticeBytes, r.SinkSec = sink.notices, sink.bytes, sink.took.Seconds()
+		r.SinkRate = float64(rows) / r.SinkSec
+		r.SinkRatio = r.DialsyncRate / r.SinkRate
+		b.log.Info("catch-up", "run", run, "rows", rows, "txns", txns, "notices", sink.notices, "written_in", write.Round(time.Millisecond),
+			"dialsync_rows_per_s", int(r.DialsyncRate), "noop_rows_per_s", int(r.NoopRate), "sink_rows_per_s", int(r.SinkRate),
+			"ratio_noop", benchkit.F(r.Ratio, 3), "ratio_sink", benchkit.F(r.SinkRatio, 3))
 		res.Runs = append(res.Runs, r)
-		res.Rows, res.Txns = rows, txns
-		drain, noop = append(drain, r.DrainSec), append(noop, r.NoopSec)
+		res.Rows, res.Txns, res.Notices = rows, txns, sink.notices
+		drain, noop, sinkT = append(drain, r.DrainSec), append(noop, r.NoopSec), append(sinkT, r.SinkSec)
 		drate, nrate, ratio = append(drate, r.DialsyncRate), append(nrate, r.NoopRate), append(ratio, r.Ratio)
+		srate, sratio = append(srate, r.SinkRate), append(sratio, r.SinkRatio)
 		rs, work = append(rs, r.Resources), append(work, rows)
 		stages = append(stages, r.Stages)
 	}
 	res.Stages = benchkit.CombineStages(stages)
 	res.DrainSec, res.NoopSec = benchkit.SpreadOf(drain), benchkit.SpreadOf(noop)
 	res.DialsyncRate, res.NoopRate, res.Ratio = benchkit.SpreadOf(drate), benchkit.SpreadOf(nrate), benchkit.SpreadOf(ratio)
+	res.SinkSec, res.SinkRate, res.SinkRatio = benchkit.SpreadOf(sinkT), benchkit.SpreadOf(srate), benchkit.SpreadOf(sratio)
 	res.Resources = benchkit.SpreadResources(rs, work, "row changes")
 	return res, p, nil
 }

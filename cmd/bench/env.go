@@ -89,7 +89,8 @@ func newBench(ctx context.Context, o options, log *slog.Logger) (b *bench, err e
 		// The seeded data (~150 MB with indexes) must fit in memory, and a
 		// 1M-row backlog should not stall on redo log checkpoints: these
 		// override testenv's small test sizes (the last option wins).
-		Args: []string{"--innodb-buffer-pool-size=1G", "--innodb-log-file-size=512M", "--max-connections=200"},
+		// At 10x data (-users 500000, ~1.5 GB) the pool grows with it.
+		Args: []string{fmt.Sprintf("--innodb-buffer-pool-size=%dM", bufferPoolMB(o.size.Users)), "--innodb-log-file-size=512M", "--max-connections=200"},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start mariadb: %w", err)
@@ -148,6 +149,10 @@ func newBench(ctx context.Context, o options, log *slog.Logger) (b *bench, err e
 	})
 	return b, nil
 }
+
+// bufferPoolMB sizes the private MariaDB's buffer pool for the seeded
+// data: 1 GiB up to the reference size, about 4 KiB a user beyond it.
+func bufferPoolMB(users int) int { return max(1024, users*4/1024) }
 
 func (b *bench) createPG(ctx context.Context) error {
 	admin, err := pgx.Connect(ctx, b.o.pgAdmin)
@@ -243,40 +248,46 @@ func (b *bench) scrape(ctx context.Context, pc pipeCfg) benchkit.Metrics {
 // returned func. A no-op without -profile. Failures are logged: a profile
 // is a diagnosis, not a result.
 func (b *bench) profileCPU(ctx context.Context, pc pipeCfg, name string, d time.Duration) (wait func()) {
+	return b.fetchProfile(ctx, pc, name, fmt.Sprintf("profile?seconds=%d", max(1, int(d.Seconds()))))
+}
+
+// fetchProfile fetches /debug/pprof/<what> of dialsync into <profile
+// folder>/<name>.pprof in the background (see profileCPU).
+func (b *bench) fetchProfile(ctx context.Context, pc pipeCfg, name, what string) (wait func()) {
 	if b.o.profile == "" || pc.listen == "" {
 		return func() {}
 	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pc.listen, max(1, int(d.Seconds())))
+		url := fmt.Sprintf("http://%s/debug/pprof/%s", pc.listen, what)
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
-			b.log.Warn("cpu profile", "error", err)
+			b.log.Warn("profile", "error", err)
 			return
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
-			b.log.Warn("cpu profile", "error", err)
+			b.log.Warn("profile", "error", err)
 			return
 		}
 		defer resp.Body.Close()
 		if err := os.MkdirAll(b.o.profile, 0o755); err != nil {
-			b.log.Warn("cpu profile", "error", err)
+			b.log.Warn("profile", "error", err)
 			return
 		}
 		path := filepath.Join(b.o.profile, name+".pprof")
 		f, err := os.Create(path)
 		if err != nil {
-			b.log.Warn("cpu profile", "error", err)
+			b.log.Warn("profile", "error", err)
 			return
 		}
 		defer f.Close()
 		if _, err := io.Copy(f, resp.Body); err != nil {
-			b.log.Warn("cpu profile", "error", err)
+			b.log.Warn("profile", "error", err)
 			return
 		}
-		b.log.Info("cpu profile written", "path", path)
+		b.log.Info("profile written", "path", path)
 	}()
 	return func() { <-done }
 }
@@ -285,16 +296,7 @@ func (b *bench) profileCPU(ctx context.Context, pc pipeCfg, name string, d time.
 // tests' configs, dstest.Config) and returns its path.
 func (b *bench) writeConfig(p pipeCfg) (string, error) {
 	b.serverID++
-	c := dstest.Config(dstest.Target{
-		Pipeline: pipelineName, SourceAddr: b.my.Addr(), Database: b.name, ServerID: b.serverID, PostgresDSN: b.pgDSN,
-		RedisAddr: b.o.redisAddr, RedisPrefix: b.prefix, NATSURL: b.o.natsURL, Stream: p.stream, Subjects: p.subjects,
-	})
-	// The bench measures with the production source timings, not the
-	// tests' quick heartbeat.
-	d := config.Default()
-	c.Source.HeartbeatPeriod, c.Source.ReadTimeout = d.Source.HeartbeatPeriod, d.Source.ReadTimeout
-	c.Postgres.Schema = p.schema
-	c.HTTP.Listen, c.HTTP.Pprof = p.listen, b.o.profile != ""
+	c := b.pipeConfig(p)
 	path := filepath.Join(b.dir, p.stream+".toml")
 	if err := dstest.WriteConfig(path, c); err != nil {
 		return "", fmt.Errorf("write config: %w", err)
@@ -306,6 +308,21 @@ func (b *bench) writeConfig(p pipeCfg) (string, error) {
 	}
 	b.streams = append(b.streams, p.stream)
 	return path, nil
+}
+
+// pipeConfig is the dialsync config of p with the current server id.
+func (b *bench) pipeConfig(p pipeCfg) *config.Config {
+	c := dstest.Config(dstest.Target{
+		Pipeline: pipelineName, SourceAddr: b.my.Addr(), Database: b.name, ServerID: b.serverID, PostgresDSN: b.pgDSN,
+		RedisAddr: b.o.redisAddr, RedisPrefix: b.prefix, NATSURL: b.o.natsURL, Stream: p.stream, Subjects: p.subjects,
+	})
+	// The bench measures with the production source timings, not the
+	// tests' quick heartbeat.
+	d := config.Default()
+	c.Source.HeartbeatPeriod, c.Source.ReadTimeout = d.Source.HeartbeatPeriod, d.Source.ReadTimeout
+	c.Postgres.Schema = p.schema
+	c.HTTP.Listen, c.HTTP.Pprof = p.listen, b.o.profile != ""
+	return c
 }
 
 // sourceHead is the source's current GTID position.

@@ -28,6 +28,14 @@ func (b *bench) reconcileScenario(ctx context.Context) (*benchkit.ReconcileResul
 			stream:   fmt.Sprintf("%s_R%d", strings.ToUpper(b.name), i),
 			subjects: fmt.Sprintf("%s_r%d", b.name, i),
 		}
+		if i == 1 && b.o.profile != "" {
+			// The first run serves pprof, for a heap profile at the end.
+			mp, err := b.mainPipe()
+			if err != nil {
+				return nil, err
+			}
+			p.listen = mp.listen
+		}
 		run, err := b.reconcileOnce(ctx, p, i)
 		if err != nil {
 			return nil, fmt.Errorf("reconcile run %d: %w", i, err)
@@ -74,6 +82,8 @@ func (b *bench) reconcileOnce(ctx context.Context, p pipeCfg, i int) (run benchk
 	if !ok {
 		return run, fmt.Errorf("bootstrap log line has no readable took: %v", line.fields["took"])
 	}
+	// Heap (in use at the end and allocated since the start, by site).
+	b.fetchProfile(ctx, p, "reconcile-heap", "heap")()
 	run.TookSec = d.Seconds()
 	run.WallSec = line.at.Sub(dp.started).Seconds()
 	run.Users = intField(line.fields["users"])

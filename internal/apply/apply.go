@@ -44,6 +44,7 @@ import (
 
 	"dialsync/change"
 	"dialsync/handlers"
+	"dialsync/internal/idmap"
 	"dialsync/internal/queue"
 )
 
@@ -87,7 +88,8 @@ type Config struct {
 	// fatal whatever it says.
 	Fatal func(error) bool
 	// OrderedCommits says the source commits in binlog order
-	// (binlog_order_commits = ON, the MySQL and MariaDB default): then the
+	// (binlog_order_commits = ON on MySQL, the default; always on MariaDB:
+	// docs/design.md, the commit barrier): then the
 	// commit barrier needs one row of a batch's last transaction, since its
 	// commit being visible implies every earlier one is. Otherwise it locks
 	// one row per transaction.
@@ -167,7 +169,7 @@ type Loop struct {
 	// State of the goroutine running Run (prepare).
 	owners   *tracked                                // claim -> user, as of the binlog position
 	pointers *tracked                                // user -> current_user_address_id
-	pointed  map[uint64][]uint64                     // address -> users pointing at it (pointers reversed)
+	pointed  *idmap.Pairs                            // address -> users pointing at it (pointers reversed); nil until seeded
 	replay   *queue.Mark                             // while replaying: the last transaction already in the queue
 	includes func(change.Position, *change.Txn) bool // set with replay
 	res      handlers.Result

@@ -123,7 +123,8 @@ func (l *Loop) checkpointOf(batch []*change.Txn) saveReq {
 	}
 	s.owners, s.pointers = map[uint64]uint64{}, map[uint64]uint64{}
 	if !s.pos.IsZero() {
-		s.owners, s.pointers = l.owners.take(), l.pointers.take()
+		s.owners, s.wholeOwners = l.owners.take()
+		s.pointers, s.wholePointers = l.pointers.take()
 	}
 	return s
 }

@@ -3,12 +3,12 @@ package apply
 import (
 	"context"
 	"fmt"
-	"maps"
 	"slices"
 	"strconv"
 
 	"dialsync/change"
 	"dialsync/handlers"
+	"dialsync/internal/idmap"
 )
 
 // Resolution: which users each change of a batch touches. Claims resolve
@@ -22,58 +22,76 @@ import (
 // SetOwners seeds the claim -> user map (from the map stored with the
 // checkpoint, or at a bootstrap from the lookup server). With dirty set,
 // the whole map is stored with the next checkpoint. Call before Run.
-func (l *Loop) SetOwners(m map[uint64]uint64, dirty bool) { l.owners.seed(m, dirty) }
+func (l *Loop) SetOwners(m map[uint64]uint64, dirty bool) { l.SeedOwners(idmap.FromMap(m), dirty) }
+
+// SeedOwners is SetOwners with a compact map, which the loop then owns.
+func (l *Loop) SeedOwners(m *idmap.Map, dirty bool) { l.owners.seed(m, dirty) }
 
 // SetPointers seeds the user -> current_user_address_id map like
 // SetOwners. Until it is called, address changes resolve on the lookup
 // server instead (which may already show later pointer changes).
-func (l *Loop) SetPointers(m map[uint64]uint64, dirty bool) {
-	l.pointed = make(map[uint64][]uint64, len(m))
-	for u, a := range m {
-		l.pointed[a] = append(l.pointed[a], u)
-	}
+func (l *Loop) SetPointers(m map[uint64]uint64, dirty bool) { l.SeedPointers(idmap.FromMap(m), dirty) }
+
+// SeedPointers is SetPointers with a compact map, which the loop then owns.
+func (l *Loop) SeedPointers(m *idmap.Map, dirty bool) {
 	l.pointers.seed(m, dirty)
+	l.pointed = &idmap.Pairs{}
+	l.pointed.Rebuild(m)
 }
 
-// setPointer records that user points at addr (0: nowhere).
+// setPointer records that user points at addr (0: nowhere). The reverse
+// index only gains entries: it yields candidates that resolveRefs checks
+// against the pointers map, so the user's old address needs no removal.
 func (l *Loop) setPointer(user, addr uint64, partial bool) {
-	if old, ok := l.pointers.m[user]; ok && old != 0 {
-		l.pointed[old] = slices.DeleteFunc(l.pointed[old], func(u uint64) bool { return u == user })
-		if len(l.pointed[old]) == 0 {
-			delete(l.pointed, old)
-		}
-	}
-	if addr != 0 {
-		l.pointed[addr] = append(l.pointed[addr], user)
-	}
 	l.pointers.set(user, addr, partial)
+	l.pointed.Add(addr, user, l.pointers.m)
 }
 
 // tracked is a map kept as of the binlog position being applied, with the
 // entries changed since the last checkpoint (stored with it, so the stored
-// map always matches the stored position).
+// map always matches the stored position). The map itself is compact
+// (internal/idmap: it holds one entry per claim or user); the changes
+// since the last checkpoint are a Go map, bounded by what a batch teaches.
 type tracked struct {
-	m     map[uint64]uint64
+	m     *idmap.Map
 	dirty map[uint64]uint64
+	// whole: the whole map goes with the next checkpoint (seeded from the
+	// lookup server, not from the stored maps).
+	whole bool
 	// Entries changed by the pieces of a large transaction not yet ended:
 	// they join dirty at its last piece, so the map stored with a
 	// checkpoint never runs ahead of that checkpoint.
 	dirtyPartial map[uint64]uint64
+	// While whole: each key's value before the unfinished large
+	// transaction's pieces first set it.
+	undo map[uint64]undo
+}
+
+type undo struct {
+	v   uint64
+	had bool
 }
 
 func newTracked() *tracked {
-	return &tracked{m: map[uint64]uint64{}, dirty: map[uint64]uint64{}, dirtyPartial: map[uint64]uint64{}}
+	return &tracked{m: idmap.New(0), dirty: map[uint64]uint64{}, dirtyPartial: map[uint64]uint64{}}
 }
 
-func (t *tracked) seed(m map[uint64]uint64, dirty bool) {
+func (t *tracked) seed(m *idmap.Map, whole bool) {
 	t.m = m
-	if dirty {
-		maps.Copy(t.dirty, m)
-	}
+	t.whole = t.whole || whole
 }
 
 func (t *tracked) set(k, v uint64, partial bool) {
-	t.m[k] = v
+	if partial && t.whole {
+		if _, seen := t.undo[k]; !seen {
+			if t.undo == nil {
+				t.undo = map[uint64]undo{}
+			}
+			old, had := t.m.Get(k)
+			t.undo[k] = undo{v: old, had: had}
+		}
+	}
+	t.m.Set(k, v)
 	if partial {
 		t.dirtyPartial[k] = v
 	} else {
@@ -89,13 +107,30 @@ func (t *tracked) endTxn() {
 		}
 	}
 	clear(t.dirtyPartial)
+	t.undo = nil
 }
 
-// take hands over the dirty entries (for a checkpoint save).
-func (t *tracked) take() map[uint64]uint64 {
-	d := t.dirty
+// take hands over the dirty entries (for a checkpoint save), or, when the
+// whole map is due, a copy of it as of the checkpoint: without what the
+// pieces of an unfinished large transaction set (they join at its last
+// piece, as dirty entries).
+func (t *tracked) take() (map[uint64]uint64, *idmap.Map) {
+	if !t.whole {
+		d := t.dirty
+		t.dirty = map[uint64]uint64{}
+		return d, nil
+	}
+	w := t.m.Clone()
+	for k, u := range t.undo {
+		if u.had {
+			w.Set(k, u.v)
+		} else {
+			w.Delete(k)
+		}
+	}
+	t.whole, t.undo = false, nil
 	t.dirty = map[uint64]uint64{}
-	return d
+	return t.dirty, w
 }
 
 // touch is one (transaction, user) pair of a batch.
@@ -178,7 +213,7 @@ func (l *Loop) resolveRefs(r *resolution, txn int, c *change.Change) {
 		case handlers.User:
 			r.touch(txn, ref.ID, c)
 		case handlers.Claim:
-			if u, ok := l.owners.m[ref.ID]; ok {
+			if u, ok := l.owners.m.Get(ref.ID); ok {
 				r.touch(txn, u, c)
 			} else {
 				r.later = append(r.later, pendingRef{ref: ref, txn: txn, c: c})
@@ -188,7 +223,7 @@ func (l *Loop) resolveRefs(r *resolution, txn int, c *change.Change) {
 				r.later = append(r.later, pendingRef{ref: ref, txn: txn, c: c})
 				continue
 			}
-			for _, u := range l.pointed[ref.ID] {
+			for _, u := range l.pointed.Keys(ref.ID, l.pointers.m) {
 				r.touch(txn, u, c)
 			}
 		}

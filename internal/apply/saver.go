@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"dialsync/change"
+	"dialsync/internal/idmap"
 )
 
 // The checkpoint saver: the newest durable position is written off the
@@ -17,7 +18,57 @@ import (
 type saveReq struct {
 	pos              change.Position
 	owners, pointers map[uint64]uint64
-	outbox           []string
+	// A whole map due with this checkpoint (seeded from the lookup server),
+	// which then includes what owners/pointers would hold.
+	wholeOwners, wholePointers *idmap.Map
+	outbox                     []string
+}
+
+// WholeSaver is a Checkpointer that stores whole compact maps without
+// copying them into Go maps (checkpoint.Store.SaveWhole); with one that is
+// not, the whole maps are passed to Save as Go maps.
+type WholeSaver interface {
+	SaveWhole(ctx context.Context, pos change.Position, owners, pointers *idmap.Map) error
+}
+
+// mergeMap folds a newer request's map entries into a pending one's
+// (later entries win) and returns the pending delta map.
+func mergeMap(whole **idmap.Map, delta map[uint64]uint64, newer map[uint64]uint64, newerWhole *idmap.Map) map[uint64]uint64 {
+	if newerWhole != nil {
+		*whole = newerWhole // it includes every earlier entry
+		return map[uint64]uint64{}
+	}
+	if *whole != nil {
+		for k, v := range newer {
+			(*whole).Set(k, v)
+		}
+		return delta
+	}
+	maps.Copy(delta, newer)
+	return delta
+}
+
+// save stores req's position with its map entries.
+func (l *Loop) save(ctx context.Context, req *saveReq) error {
+	if req.wholeOwners == nil && req.wholePointers == nil {
+		return l.deps.Checkpoint.Save(ctx, req.pos, req.owners, req.pointers)
+	}
+	owners, pointers := req.wholeOwners, req.wholePointers
+	if owners == nil {
+		owners = idmap.FromMap(req.owners)
+	}
+	if pointers == nil {
+		pointers = idmap.FromMap(req.pointers)
+	}
+	if w, ok := l.deps.Checkpoint.(WholeSaver); ok {
+		return w.SaveWhole(ctx, req.pos, owners, pointers)
+	}
+	plain := func(m *idmap.Map) map[uint64]uint64 {
+		out := make(map[uint64]uint64, m.Len())
+		m.Range(func(k, v uint64) bool { out[k] = v; return true })
+		return out
+	}
+	return l.deps.Checkpoint.Save(ctx, req.pos, plain(owners), plain(pointers))
 }
 
 // queueSave hands the saver a newer position, merging with one it has not
@@ -28,8 +79,8 @@ func (l *Loop) queueSave(r saveReq) {
 		if !r.pos.IsZero() {
 			n.pos = r.pos
 		}
-		maps.Copy(n.owners, r.owners)
-		maps.Copy(n.pointers, r.pointers)
+		n.owners = mergeMap(&n.wholeOwners, n.owners, r.owners, r.wholeOwners)
+		n.pointers = mergeMap(&n.wholePointers, n.pointers, r.pointers, r.wholePointers)
 		n.outbox = append(n.outbox, r.outbox...)
 	} else {
 		l.saveNext = &r
@@ -74,7 +125,7 @@ func (l *Loop) saver(ctx, work context.Context) {
 		// PostgreSQL that refuses every write must not hold it forever.
 		err := l.retry(work, StagePostgres, "clear outbox", func() error { return l.deps.Queue.DeleteOutbox(work, req.outbox) })
 		if err == nil && !req.pos.IsZero() {
-			err = l.retry(work, StageCheckpoint, "save checkpoint", func() error { return l.deps.Checkpoint.Save(work, req.pos, req.owners, req.pointers) })
+			err = l.retry(work, StageCheckpoint, "save checkpoint", func() error { return l.save(work, req) })
 		}
 		l.saveMu.Lock()
 		l.saving = false

@@ -3,31 +3,28 @@ package lookup
 import (
 	"context"
 	"fmt"
+
+	"dialsync/internal/idmap"
 )
 
-// AllClaimOwners reads the owner of every claim (soft-deleted ones too): the
-// claim -> user map the apply loop starts from at a bootstrap, or when no
-// map was stored with the checkpoint. One pass over claims; about 16 bytes
-// a claim in memory.
-func (l *Lookup) AllClaimOwners(ctx context.Context) (map[uint64]uint64, error) {
-	out := make(map[uint64]uint64)
-	if err := l.pairs(ctx, "SELECT id, user_id FROM claims", func(claim, user uint64) {
-		out[claim] = user
-	}); err != nil {
-		return nil, fmt.Errorf("lookup all claim owners: %w", err)
+// AllMaps reads the owner of every claim (soft-deleted ones too) and every
+// user's current_user_address_id (users with none are absent): the maps
+// the apply loop starts from when no map was stored with the checkpoint,
+// or at a bootstrap on a server without ConsistentSnapshot. Both come from
+// one consistent-snapshot transaction, read in pages (see pagedMap); about
+// 8 bytes an entry in memory (idmap).
+func (l *Lookup) AllMaps(ctx context.Context) (owners, pointers *idmap.Map, err error) {
+	conn, err := l.db.Conn(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("lookup all claim owners and address pointers: %w", err)
 	}
-	return out, nil
-}
-
-// AllUserPointers reads every user's current_user_address_id (users with
-// none are absent): the user -> address map the apply loop starts from at a
-// bootstrap, or when none was stored with the checkpoint.
-func (l *Lookup) AllUserPointers(ctx context.Context) (map[uint64]uint64, error) {
-	out := make(map[uint64]uint64)
-	if err := l.pairs(ctx, "SELECT id, current_user_address_id FROM users WHERE current_user_address_id IS NOT NULL", func(user, addr uint64) {
-		out[user] = addr
-	}); err != nil {
-		return nil, fmt.Errorf("lookup all user address pointers: %w", err)
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "START TRANSACTION WITH CONSISTENT SNAPSHOT"); err != nil {
+		return nil, nil, fmt.Errorf("lookup all claim owners and address pointers: %w", err)
 	}
-	return out, nil
+	defer conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK") //nolint:errcheck // read-only
+	if owners, pointers, err = readMaps(ctx, conn); err != nil {
+		return nil, nil, fmt.Errorf("lookup all %w", err)
+	}
+	return owners, pointers, nil
 }

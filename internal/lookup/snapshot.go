@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"dialsync/internal/idmap"
 )
 
 // Snapshot is the source's claim -> user and user -> current address maps
@@ -14,8 +16,8 @@ type Snapshot struct {
 	File     string
 	Pos      uint32
 	GTIDSet  string // MariaDB's GTID position at File:Pos
-	Owners   map[uint64]uint64
-	Pointers map[uint64]uint64
+	Owners   *idmap.Map
+	Pointers *idmap.Map
 }
 
 // ConsistentSnapshot reads the maps in one consistent-snapshot transaction
@@ -63,31 +65,68 @@ func (l *Lookup) ConsistentSnapshot(ctx context.Context) (s Snapshot, ok bool, e
 		return s, false, fmt.Errorf("consistent snapshot: gtid at %s:%d: %w", s.File, s.Pos, err)
 	}
 	s.GTIDSet = gtid.String
-	s.Owners, s.Pointers = map[uint64]uint64{}, map[uint64]uint64{}
-	for _, q := range []struct {
-		sql string
-		m   map[uint64]uint64
-	}{
-		{"SELECT id, user_id FROM claims", s.Owners},
-		{"SELECT id, current_user_address_id FROM users WHERE current_user_address_id IS NOT NULL", s.Pointers},
-	} {
-		rows, err := conn.QueryContext(ctx, q.sql)
-		if err != nil {
-			return s, false, fmt.Errorf("consistent snapshot: %w", err)
+	if s.Owners, s.Pointers, err = readMaps(ctx, conn); err != nil {
+		return s, false, fmt.Errorf("consistent snapshot: %w", err)
+	}
+	return s, true, nil
+}
+
+// mapPage is how many map rows one query reads. go-mysql's driver holds a
+// whole result set in memory (~150 bytes a row here), so the maps are read
+// in pages of the primary key, inside the caller's consistent snapshot.
+var mapPage = 20_000 // a var for the paging test
+
+// readMaps reads the claim -> user and user -> address maps on conn, in
+// the snapshot of its open transaction.
+func readMaps(ctx context.Context, conn *sql.Conn) (owners, pointers *idmap.Map, err error) {
+	if owners, err = pagedMap(ctx, conn, "SELECT id, user_id FROM claims", ""); err != nil {
+		return nil, nil, fmt.Errorf("claim owners: %w", err)
+	}
+	if pointers, err = pagedMap(ctx, conn, "SELECT id, current_user_address_id FROM users", "current_user_address_id IS NOT NULL"); err != nil {
+		return nil, nil, fmt.Errorf("user address pointers: %w", err)
+	}
+	return owners, pointers, nil
+}
+
+// pagedMap reads "<sel> [WHERE cond]" in id order, mapPage rows a query
+// (keyset pagination on id), into a compact map loaded in key order.
+func pagedMap(ctx context.Context, conn *sql.Conn, sel, cond string) (*idmap.Map, error) {
+	m := idmap.New(0)
+	var last uint64
+	for first := true; ; first = false {
+		where := cond
+		args := []any{}
+		if !first {
+			where = strings.TrimPrefix(cond+" AND id > ?", " AND ")
+			args = append(args, last)
 		}
+		q := sel
+		if where != "" {
+			q += " WHERE " + where
+		}
+		q += " ORDER BY id LIMIT " + strconv.Itoa(mapPage)
+		rows, err := conn.QueryContext(ctx, q, args...)
+		if err != nil {
+			return nil, err
+		}
+		n := 0
 		var a, b uint64
 		for rows.Next() {
 			if err := rows.Scan(&a, &b); err != nil {
 				rows.Close()
-				return s, false, fmt.Errorf("consistent snapshot: %w", err)
+				return nil, err
 			}
-			q.m[a] = b
+			m.Append(a, b)
+			last = a
+			n++
 		}
-		if err := rows.Err(); err != nil {
-			rows.Close()
-			return s, false, fmt.Errorf("consistent snapshot: %w", err)
-		}
+		err = rows.Err()
 		rows.Close()
+		if err != nil {
+			return nil, err
+		}
+		if n < mapPage {
+			return m, nil
+		}
 	}
-	return s, true, nil
 }

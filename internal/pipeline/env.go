@@ -133,28 +133,44 @@ func (e *Env) ConnectLookup(ctx context.Context) error {
 	if e.Lookup, err = clients.Lookup(ctx, e.Cfg, e.Canal.TLS, 0, e.Log); err != nil {
 		return err
 	}
-	// binlog_order_commits (default ON on MySQL and MariaDB) lets the commit
-	// barrier wait on one row per batch instead of one per transaction.
-	// https://mariadb.com/kb/en/replication-and-binary-log-system-variables/#binlog_order_commits
-	vars, err := e.Lookup.GlobalVars(ctx, "binlog_order_commits")
+	// Commits in binlog order let the commit barrier wait on one row per
+	// batch instead of one per transaction (docs/design.md, the commit
+	// barrier). MySQL: binlog_order_commits (default ON),
+	// https://dev.mysql.com/doc/refman/8.0/en/replication-options-binary-log.html#sysvar_binlog_order_commits.
+	// MariaDB has no such variable: its binlog group commit always calls
+	// the engines' commit_ordered() in binlog order, and InnoDB makes a
+	// transaction visible there (sql/handler.h, handlerton::commit_ordered;
+	// https://mariadb.com/kb/en/enhancements-for-start-transaction-with-consistent-snapshot/),
+	// checked against the real server by TestMariaDBCommitsInBinlogOrder
+	// (internal/lookup).
+	vars, err := e.Lookup.GlobalVars(ctx, "binlog_order_commits", "version")
 	if err != nil {
 		e.Log.Warn("cannot read binlog_order_commits; the commit barrier locks one row per transaction", "err", err)
 		return nil
 	}
 	v, known := vars["binlog_order_commits"]
-	e.orderedCommits = strings.EqualFold(v, "ON")
+	var mariadb bool
+	e.orderedCommits, mariadb = commitOrder(vars)
 	switch {
+	case mariadb:
+		e.Log.Info("MariaDB commits in binlog order (it has no binlog_order_commits variable); the commit barrier locks one row per batch")
 	case !known:
-		// MariaDB has no such variable (SELECT @@binlog_order_commits is
-		// ERROR 1193): its commit order is not known here, so the barrier
-		// takes the safe way.
-		e.Log.Info("binlog_order_commits: no such variable on this server (MariaDB has none); the commit barrier locks one row per transaction")
+		e.Log.Info("binlog_order_commits: no such variable on this server; the commit barrier locks one row per transaction")
 	case !e.orderedCommits:
 		e.Log.Info("binlog_order_commits = "+v+"; the commit barrier locks one row per transaction", "value", v)
 	default:
 		e.Log.Debug("binlog_order_commits = ON; the commit barrier locks one row per batch")
 	}
 	return nil
+}
+
+// commitOrder says, from the source's binlog_order_commits and version
+// global variables, whether it commits in binlog order, and whether it
+// does so as a MariaDB without the variable (see ConnectLookup).
+func commitOrder(vars map[string]string) (ordered, mariadb bool) {
+	v, mysqlVar := vars["binlog_order_commits"]
+	mariadb = !mysqlVar && strings.Contains(strings.ToLower(vars["version"]), "mariadb")
+	return strings.EqualFold(v, "ON") || mariadb, mariadb
 }
 
 // NewLoop builds the apply loop; mon (may be nil) receives its hooks.

@@ -11,6 +11,7 @@ import (
 	"dialsync/checkpoint"
 	"dialsync/internal/clients"
 	"dialsync/internal/config"
+	"dialsync/internal/idmap"
 	"dialsync/internal/metrics"
 	"dialsync/internal/preflight"
 	"dialsync/internal/reconcile"
@@ -70,25 +71,18 @@ func (p *Pipeline) diagnose(ctx context.Context, cp checkpoint.Checkpoint) (pref
 // next checkpoint.
 func (p *Pipeline) seed(ctx context.Context) error {
 	env, loop := p.env, p.loop
-	owners, err := env.Ckpt.Owners(ctx)
+	owners, pointers, err := env.Ckpt.LoadMaps(ctx)
 	if err != nil {
 		return err
 	}
-	pointers, err := env.Ckpt.Pointers(ctx)
-	if err != nil {
-		return err
-	}
-	stale := len(owners) == 0 && len(pointers) == 0
+	stale := owners.Len() == 0 && pointers.Len() == 0
 	if stale {
-		if owners, err = env.Lookup.AllClaimOwners(ctx); err != nil {
-			return err
-		}
-		if pointers, err = env.Lookup.AllUserPointers(ctx); err != nil {
+		if owners, pointers, err = env.Lookup.AllMaps(ctx); err != nil {
 			return err
 		}
 	}
-	loop.SetOwners(owners, stale)
-	loop.SetPointers(pointers, stale)
+	loop.SeedOwners(owners, stale)
+	loop.SeedPointers(pointers, stale)
 	mark, ok, err := env.Queue.Mark(ctx)
 	if err != nil {
 		return err
@@ -111,8 +105,11 @@ func (p *Pipeline) bootstrap(ctx context.Context) (from change.Position, stopped
 	if err != nil {
 		return from, false, err
 	}
-	loop.SetOwners(owners, false)
-	loop.SetPointers(pointers, false)
+	// The maps are shared with the loop: nothing changes them before the
+	// start position is stored with them (a job on the loop, before any
+	// streamed batch), so that write needs no copy.
+	loop.SeedOwners(owners, false)
+	loop.SeedPointers(pointers, false)
 	log.Info("no checkpoint: bootstrapping", "from", from.String())
 	sum, err := p.rec.Run(ctx, reconcile.Options{Trigger: metrics.TriggerBootstrap})
 	if err != nil {
@@ -123,7 +120,7 @@ func (p *Pipeline) bootstrap(ctx context.Context) (from change.Position, stopped
 	}
 	p.mon.onReconcile(metrics.TriggerBootstrap, sum)
 	log.Info("bootstrap reconcile done", "users", sum.Users, "entered", sum.Entered, "left", sum.Left, "changed", sum.Changed, "took", sum.Took.Round(time.Millisecond))
-	if err := loop.Do(ctx, func(ctx context.Context) error { return env.Ckpt.Save(ctx, from, owners, pointers) }); err != nil {
+	if err := loop.Do(ctx, func(ctx context.Context) error { return env.Ckpt.SaveWhole(ctx, from, owners, pointers) }); err != nil {
 		if ctx.Err() != nil && context.Cause(ctx) == context.Canceled {
 			return from, true, nil
 		}
@@ -136,7 +133,7 @@ func (p *Pipeline) bootstrap(ctx context.Context) (from change.Position, stopped
 // of that position: on MariaDB exactly, from one consistent snapshot; on
 // MySQL the head first and the maps right after (a change in between is
 // replayed with the newer map).
-func (p *Pipeline) bootstrapStart(ctx context.Context) (from change.Position, owners, pointers map[uint64]uint64, err error) {
+func (p *Pipeline) bootstrapStart(ctx context.Context) (from change.Position, owners, pointers *idmap.Map, err error) {
 	e := p.env
 	// Head also runs the source checks (binlog format, row image, tables).
 	if from, err = canal.Head(ctx, e.Canal); err != nil {
@@ -149,10 +146,7 @@ func (p *Pipeline) bootstrapStart(ctx context.Context) (from change.Position, ow
 	if ok && snap.GTIDSet != "" {
 		return change.Position{File: snap.File, Pos: snap.Pos, GTIDSet: snap.GTIDSet}, snap.Owners, snap.Pointers, nil
 	}
-	if owners, err = e.Lookup.AllClaimOwners(ctx); err != nil {
-		return from, nil, nil, err
-	}
-	if pointers, err = e.Lookup.AllUserPointers(ctx); err != nil {
+	if owners, pointers, err = e.Lookup.AllMaps(ctx); err != nil {
 		return from, nil, nil, err
 	}
 	return from, owners, pointers, nil

@@ -129,16 +129,23 @@ type LatencyResult struct {
 
 // CatchUpRun is one backlog drained by dialsync and read by a no-op reader.
 type CatchUpRun struct {
-	Rows         int       `json:"rows"` // row changes of tracked tables, counted by the no-op reader
-	Txns         int       `json:"txns"`
-	WriteSec     float64   `json:"write_sec"`
-	DrainSec     float64   `json:"drain_sec"` // dialsync process start -> checkpoint at head
-	NoopSec      float64   `json:"noop_sec"`
-	DialsyncRate float64   `json:"dialsync_rows_per_sec"`
-	NoopRate     float64   `json:"noop_rows_per_sec"`
-	Ratio        float64   `json:"ratio"`
-	Resources    Resources `json:"resources"`
-	Stages       *Stages   `json:"stages,omitempty"`
+	Rows         int     `json:"rows"` // row changes of tracked tables, counted by the no-op reader
+	Txns         int     `json:"txns"`
+	WriteSec     float64 `json:"write_sec"`
+	DrainSec     float64 `json:"drain_sec"` // dialsync process start -> checkpoint at head
+	NoopSec      float64 `json:"noop_sec"`
+	DialsyncRate float64 `json:"dialsync_rows_per_sec"`
+	NoopRate     float64 `json:"noop_rows_per_sec"`
+	Ratio        float64 `json:"ratio"` // dialsync / no-op reader
+	// The sink-limit reference: the notices dialsync published for this
+	// backlog, sent again by a bare publisher to a fresh stream.
+	Notices     int       `json:"notices"`
+	NoticeBytes int64     `json:"notice_bytes"`
+	SinkSec     float64   `json:"sink_sec"`
+	SinkRate    float64   `json:"sink_rows_per_sec"` // backlog rows / SinkSec
+	SinkRatio   float64   `json:"sink_ratio"`        // dialsync / sink limit
+	Resources   Resources `json:"resources"`
+	Stages      *Stages   `json:"stages,omitempty"`
 }
 
 // CatchUpResult summarises the catch-up runs.
@@ -150,7 +157,11 @@ type CatchUpResult struct {
 	NoopSec      Spread         `json:"noop_sec"`
 	DialsyncRate Spread         `json:"dialsync_rows_per_sec"`
 	NoopRate     Spread         `json:"noop_rows_per_sec"`
-	Ratio        Spread         `json:"ratio"`
+	Ratio        Spread         `json:"ratio"` // dialsync / no-op reader
+	Notices      int            `json:"notices"`
+	SinkSec      Spread         `json:"sink_sec"`
+	SinkRate     Spread         `json:"sink_rows_per_sec"`
+	SinkRatio    Spread         `json:"sink_ratio"` // dialsync / sink limit
 	Resources    ResourceSpread `json:"resources"`
 	Stages       *Stages        `json:"stages,omitempty"` // all runs together
 	Runs         []CatchUpRun   `json:"runs"`
@@ -262,7 +273,8 @@ func (r *Report) Markdown() string {
 		p("| reader | time s | rows/s |\n|---|---|---|\n")
 		p("| dialsync, every effect on (process start -> checkpoint at head) | %s | %s |\n", c.DrainSec.Cell(2), c.DialsyncRate.Cell(0))
 		p("| no-op canal reader (canal.Stream, same decode path) | %s | %s |\n", c.NoopSec.Cell(2), c.NoopRate.Cell(0))
-		p("\nRatio dialsync / no-op: %s\n", c.Ratio.Cell(3))
+		p("| sink limit: a bare publisher (internal/publish) sending dialsync's %d notices to a fresh stream | %s | %s |\n", c.Notices, c.SinkSec.Cell(2), c.SinkRate.Cell(0))
+		p("\nRatio dialsync / sink limit: %s; dialsync / no-op reader: %s\n", c.SinkRatio.Cell(3), c.Ratio.Cell(3))
 	}
 	if c := r.Reconcile; c != nil {
 		p("\n## Reconcile: bootstrap of %d users into an empty queue (%d entered)\n\n", c.Users, c.Entered)
