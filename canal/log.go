@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 
 	"github.com/go-mysql-org/go-mysql/replication"
@@ -16,7 +17,14 @@ import (
 // string or error attribute is cut at its first newline. And it never passes
 // on SQL text: go-mysql logs the statements it cannot parse with a "query"
 // attribute (canal/sync.go), and a statement may hold row values.
-type oneLineHandler struct{ inner slog.Handler }
+type oneLineHandler struct {
+	inner slog.Handler
+	// stopped, when set, turns every record into DEBUG: once the stream's
+	// context ends we close go-mysql's connections ourselves, and what it
+	// then logs ("use of closed network connection", "canal start sync
+	// binlog err", "retry sync is disabled") is the normal end of a stream.
+	stopped func() bool
+}
 
 // go-mysql's INFO records (about a dozen per stream start: "received fake
 // rotate event", "syncer is closing", ...) narrate its internals; they are
@@ -29,15 +37,35 @@ func level(l slog.Level) slog.Level {
 }
 
 func (h oneLineHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	if h.stopped != nil && h.stopped() {
+		l = slog.LevelDebug
+	}
 	return h.inner.Enabled(ctx, level(l))
 }
 
 func (h oneLineHandler) Handle(ctx context.Context, r slog.Record) error {
-	out := slog.NewRecord(r.Time, level(r.Level), firstLine(r.Message), r.PC)
+	lvl := level(r.Level)
+	if h.stopped != nil && h.stopped() {
+		lvl = slog.LevelDebug
+	}
+	var attrs []slog.Attr
 	r.Attrs(func(a slog.Attr) bool {
-		out.AddAttrs(oneLineAttr(a))
+		a = oneLineAttr(a)
+		if lvl == slog.LevelWarn && strings.Contains(a.Value.String(), net.ErrClosed.Error()) {
+			// go-mysql warns when it cannot set a deadline on, or close, a
+			// connection that is already closed; we close the binlog
+			// connection ourselves when the stream stops (canal's Dialer
+			// from internal/myconn), so that is the normal end, not news.
+			lvl = slog.LevelDebug
+		}
+		attrs = append(attrs, a)
 		return true
 	})
+	if lvl != level(r.Level) && !h.inner.Enabled(ctx, lvl) {
+		return nil
+	}
+	out := slog.NewRecord(r.Time, lvl, firstLine(r.Message), r.PC)
+	out.AddAttrs(attrs...)
 	return h.inner.Handle(ctx, out)
 }
 
@@ -45,11 +73,11 @@ func (h oneLineHandler) WithAttrs(as []slog.Attr) slog.Handler {
 	for i := range as {
 		as[i] = oneLineAttr(as[i])
 	}
-	return oneLineHandler{h.inner.WithAttrs(as)}
+	return oneLineHandler{h.inner.WithAttrs(as), h.stopped}
 }
 
 func (h oneLineHandler) WithGroup(name string) slog.Handler {
-	return oneLineHandler{h.inner.WithGroup(name)}
+	return oneLineHandler{h.inner.WithGroup(name), h.stopped}
 }
 
 func oneLineAttr(a slog.Attr) slog.Attr {
@@ -91,7 +119,8 @@ func firstLine(s string) string {
 	return line
 }
 
-// goMySQLLogger is the logger handed to go-mysql.
-func goMySQLLogger(l *slog.Logger) *slog.Logger {
-	return slog.New(oneLineHandler{l.Handler()}).With("component", "go-mysql")
+// goMySQLLogger is the logger handed to go-mysql; once ctx ends (the
+// stream stops) its records are DEBUG (see oneLineHandler.stopped).
+func goMySQLLogger(ctx context.Context, l *slog.Logger) *slog.Logger {
+	return slog.New(oneLineHandler{inner: l.Handler(), stopped: func() bool { return ctx.Err() != nil }}).With("component", "go-mysql")
 }

@@ -277,7 +277,7 @@ func canalConfig(ctx context.Context, cfg Config, fillZeroLogPos bool) *gocanal.
 		// from the last accepted position, with backoff.
 		DisableRetrySync: true,
 		TLSConfig:        cfg.TLS,
-		Logger:           goMySQLLogger(cfg.Logger),
+		Logger:           goMySQLLogger(ctx, cfg.Logger),
 		// go-mysql bounds only the dial of its connections, not their
 		// handshake, and never looks at our ctx (docs/design.md, "Deadlines
 		// and signals").
