@@ -315,8 +315,11 @@ func (b *bench) versions(ctx context.Context) []benchkit.Version {
 	}
 	v = append(v, benchkit.Version{Name: "nats-server", Version: b.nc.ConnectedServerVersion()})
 	dv := "unknown"
-	if out, err := exec.CommandContext(ctx, b.o.bin, "version").Output(); err == nil {
-		dv = strings.TrimPrefix(strings.TrimSpace(string(out)), "dialsync ")
+	if out, err := exec.CommandContext(ctx, b.o.bin, "version", "--json").Output(); err == nil {
+		var bv struct{ Version, Go, Platform string }
+		if json.Unmarshal(out, &bv) == nil && bv.Version != "" {
+			dv = bv.Version + " " + bv.Go + " " + bv.Platform
+		}
 	}
 	if out, err := exec.CommandContext(ctx, "git", "rev-parse", "--short=12", "HEAD").Output(); err == nil {
 		rev := strings.TrimSpace(string(out))
