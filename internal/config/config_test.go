@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pelletier/go-toml/v2"
-
 	"dialsync/handlers"
 )
 
@@ -368,22 +366,10 @@ func TestSample(t *testing.T) {
 		t.Errorf("sample demo settings changed: %+v %+v", c.Source, c.Postgres)
 	}
 
-	var raw map[string]any
-	if err := toml.Unmarshal(doc, &raw); err != nil {
+	inSample, err := fileKeys(doc)
+	if err != nil {
 		t.Fatal(err)
 	}
-	inSample := map[string]bool{}
-	var flatten func(prefix string, m map[string]any)
-	flatten = func(prefix string, m map[string]any) {
-		for k, v := range m {
-			if sub, ok := v.(map[string]any); ok {
-				flatten(prefix+k+".", sub)
-				continue
-			}
-			inSample[prefix+k] = true
-		}
-	}
-	flatten("", raw)
 
 	demo := map[string]bool{"source.addr": true, "source.user": true, "source.flavor": true,
 		"source.server_id": true, "source.database": true, "postgres.dsn": true}
