@@ -14,6 +14,13 @@ func TestCheckEnv(t *testing.T) {
 			t.Errorf("%s is the project's own variable: %v", name, err)
 		}
 	}
+	// Kubernetes service links of the shipped dialsync-metrics Service.
+	if err := CheckEnv([]string{"DIALSYNC_METRICS_SERVICE_HOST=10.0.0.1", "DIALSYNC_METRICS_SERVICE_PORT=9120",
+		"DIALSYNC_METRICS_SERVICE_PORT_METRICS=9120", "DIALSYNC_METRICS_PORT=tcp://10.0.0.1:9120",
+		"DIALSYNC_METRICS_PORT_9120_TCP=tcp://10.0.0.1:9120", "DIALSYNC_METRICS_PORT_9120_TCP_PROTO=tcp",
+		"DIALSYNC_METRICS_PORT_9120_TCP_PORT=9120", "DIALSYNC_METRICS_PORT_9120_TCP_ADDR=10.0.0.1"}); err != nil {
+		t.Fatalf("Kubernetes service-link variables refused: %v", err)
+	}
 	err := CheckEnv([]string{"DIALSYNC_SOURCE_ADRR=db:3306", "DIALSYNC_SOURCE_PASWORD=hunter2", "DIALSYNC_WHATEVER=1"})
 	if err == nil {
 		t.Fatal("misspelt variables accepted")

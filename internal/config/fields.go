@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 )
@@ -230,10 +231,18 @@ func (c *Config) readSecretFiles() error {
 	return nil
 }
 
+// serviceLink matches the variables Kubernetes derives from a Service name
+// (https://kubernetes.io/docs/concepts/services-networking/service/#environment-variables).
+var serviceLink = regexp.MustCompile(`^[A-Z0-9_]+_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_[0-9]+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?)$`)
+
 // UnknownEnv returns the DIALSYNC_* variables in environ ("NAME=value", as
 // from os.Environ) that match no key and are not one of the project's own
 // variables (NotConfigEnv), so a typo is never ignored silently (see
-// CheckEnv). Only names are returned.
+// CheckEnv). Kubernetes service links are skipped: a Service named
+// dialsync-<x> in the pod's namespace puts DIALSYNC_<X>_SERVICE_HOST,
+// _SERVICE_PORT*, _PORT and _PORT_<n>_<proto>* into every pod (the shipped
+// deploy/kubernetes has dialsync-metrics), and they are not ours to refuse.
+// Only names are returned.
 func UnknownEnv(environ []string) []string {
 	known := map[string]bool{}
 	for _, f := range Default().fields() {
@@ -242,7 +251,7 @@ func UnknownEnv(environ []string) []string {
 	var out []string
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(name, "DIALSYNC_") && !known[name] && !NotConfigEnv[name] {
+		if strings.HasPrefix(name, "DIALSYNC_") && !known[name] && !NotConfigEnv[name] && !serviceLink.MatchString(name) {
 			out = append(out, name)
 		}
 	}
