@@ -38,7 +38,7 @@ func (c *ckptCmd) set(ctx context.Context) error {
 		}
 		pos.GTIDSet = set.String()
 	}
-	return c.exclusive(ctx, func(ctx context.Context) error {
+	return c.exclusive(ctx, !c.force, func(ctx context.Context) error {
 		if !c.force {
 			if err := c.validateOnServer(ctx, pos); err != nil {
 				return err
@@ -125,7 +125,7 @@ func posText(p change.Position) string {
 // --- reset ---
 
 func (c *ckptCmd) reset(ctx context.Context) error {
-	return c.exclusive(ctx, func(ctx context.Context) error {
+	return c.exclusive(ctx, true, func(ctx context.Context) error {
 		if !c.toHead {
 			if err := c.change(ctx, "reset", func(ctx context.Context) error {
 				return c.store().Reset(ctx, actor(), c.reason)
@@ -224,7 +224,7 @@ func (c *ckptCmd) history(ctx context.Context) error {
 // --- rollback ---
 
 func (c *ckptCmd) rollback(ctx context.Context) error {
-	return c.exclusive(ctx, func(ctx context.Context) error {
+	return c.exclusive(ctx, false, func(ctx context.Context) error {
 		hs, err := c.store().History(ctx, 0)
 		if err != nil {
 			return err

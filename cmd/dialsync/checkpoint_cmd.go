@@ -201,7 +201,7 @@ func (e refusedError) Error() string { return e.msg }
 // change; it refuses, naming the holder, while a running instance holds it.
 // Taking the lease bumps the pipeline's epoch, which is harmless: the next
 // leader takes a newer one.
-func (c *ckptCmd) exclusive(ctx context.Context, fn func(context.Context) error) error {
+func (c *ckptCmd) exclusive(ctx context.Context, stamp bool, fn func(context.Context) error) error {
 	cfg := c.env.Cfg
 	refuse := func() error {
 		holder, epoch, _, err := c.env.Holder(ctx)
@@ -232,15 +232,19 @@ func (c *ckptCmd) exclusive(ctx context.Context, fn func(context.Context) error)
 	// Writes this command makes (the reconcile of reset --to-head) are
 	// fenced like run's: they carry this lease's epoch.
 	c.env.Ckpt.SetEpoch(lease.Epoch())
-	// A position an operator stores is the source's: store its identity
-	// with it, so run recognises it as this server's (and not the server a
-	// previous checkpoint came from). Unknown (source unreachable, with
-	// --force): the stored identity is kept.
-	src := c.source()
-	if id, err := src.Identity(ctx); err == nil {
-		c.env.Ckpt.SetServerUUID(id)
+	// A position checked against the source (set without --force, reset
+	// --to-head) is this server's: store its identity with it, so run
+	// recognises it (and not the server a previous checkpoint came from).
+	// A position not checked (--force) or taken from the history (rollback:
+	// entries carry no identity) keeps the stored identity, as before, so
+	// run's identity check still judges it.
+	if stamp {
+		src := c.source()
+		if id, err := src.Identity(ctx); err == nil {
+			c.env.Ckpt.SetServerUUID(id)
+		}
+		src.Close()
 	}
-	src.Close()
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	go func() {

@@ -226,6 +226,14 @@ func TestCheckpointFromAnotherServer(t *testing.T) {
 		t.Errorf("checkpoint changed from %s to %s", before, after)
 	}
 
+	// A forced set is not checked against the source, so it must not
+	// claim B's identity for A's position: the stored identity stays A's
+	// and run still refuses.
+	opsOK(t, p, "checkpoint", "set", "--force", "--gtid", before, "--reason", "forced, unchecked")
+	if err := p.pg.QueryRow(t.Context(), `SELECT server_uuid FROM dialsync.checkpoints WHERE pipeline = $1`, p.cfg.Pipeline.Name).Scan(&stored); err != nil || stored != idA {
+		t.Fatalf("after set --force on B the stored identity is %q (%v), want A's %q", stored, err, idA)
+	}
+
 	// The fix the message names works: reset --to-head stores B's head
 	// with B's identity, and run streams from it.
 	opsOK(t, p, "checkpoint", "reset", "--to-head", "--reason", "moved to server B")
