@@ -427,11 +427,11 @@ func LoadSources(path string, env func(string) (string, bool)) (*Config, Sources
 	if err != nil {
 		return nil, nil, fmt.Errorf("config: read %q: %w", path, err)
 	}
-	c, inFile, err := parse(b, env)
+	c, err := decode(b, env)
 	if err != nil {
 		return nil, nil, err
 	}
-	return c, c.sources(inFile), nil
+	return c, c.sources(), nil
 }
 
 // Parse decodes a TOML document over the defaults, applies environment
@@ -441,21 +441,7 @@ func Parse(r io.Reader, env func(string) (string, bool)) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: read: %w", err)
 	}
-	c, _, err := parse(doc, env)
-	return c, err
-}
-
-// parse is Parse of a document read already; inFile holds the keys the
-// document set.
-func parse(doc []byte, env func(string) (string, bool)) (c *Config, inFile map[string]bool, err error) {
-	c, err = decode(doc, env)
-	if err != nil {
-		return nil, nil, err
-	}
-	if inFile, err = fileKeys(doc); err != nil {
-		return nil, nil, decodeError(err)
-	}
-	return c, inFile, nil
+	return decode(doc, env)
 }
 
 // decode is the defaults, the document, the environment, the secret files,

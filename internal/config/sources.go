@@ -26,35 +26,13 @@ type KeySource struct {
 	SecretFile string `json:"secret_file,omitempty"`
 }
 
-// fileKeys lists the leaf keys a TOML document sets ("tables.claims.on_error"),
-// inline tables included. doc has already decoded cleanly.
-func fileKeys(doc []byte) (map[string]bool, error) {
-	var raw map[string]any
-	if err := toml.Unmarshal(doc, &raw); err != nil {
-		return nil, err
-	}
-	out := map[string]bool{}
-	var flatten func(prefix string, m map[string]any)
-	flatten = func(prefix string, m map[string]any) {
-		for k, v := range m {
-			if sub, ok := v.(map[string]any); ok {
-				flatten(prefix+k+".", sub)
-				continue
-			}
-			out[prefix+k] = true
-		}
-	}
-	flatten("", raw)
-	return out, nil
-}
-
 // Sources is every key of an effective configuration in declaration order
 // with its redacted value and origin (LoadSources).
 type Sources []KeySource
 
 // sources says where each key's value came from: the environment beats the
 // file, the file beats the default (the precedence Parse applies).
-func (c *Config) sources(inFile map[string]bool) Sources {
+func (c *Config) sources() Sources {
 	cp := c.redactedCopy()
 	fs := cp.fields()
 	byKey := make(map[string]field, len(fs))
@@ -67,7 +45,7 @@ func (c *Config) sources(inFile map[string]bool) Sources {
 		switch env, ok := c.origin[f.Key]; {
 		case ok:
 			ks.From, ks.Env = FromEnv, env
-		case inFile[f.Key]:
+		case c.set[f.Key]: // keys the file sets, recorded while decoding it
 			ks.From = FromFile
 		}
 		if ff, ok := byKey[f.Key+"_file"]; ok && f.Secret && ff.Value.String() != "" {
