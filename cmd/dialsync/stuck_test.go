@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"dialsync/internal/config"
+	"dialsync/internal/lookup"
 	"fmt"
 	"strings"
 	"testing"
@@ -42,4 +44,35 @@ func TestStuckRetryTurnsReadyzRed(t *testing.T) {
 	p.start()
 	p.waitCaughtUp(60 * time.Second)
 	waitReadyz(t, p, base, 30*time.Second, 200, `"apply":{"ok":true}`)
+}
+
+// A SIGTERM while the bootstrap reconcile runs is a clean stop: exit 0,
+// no error logged, no checkpoint stored (the next run bootstraps again).
+// The rule is slowed per row so the bootstrap is still running.
+func TestSignalDuringBootstrap(t *testing.T) {
+	p := newPipe(t, pipeOpt{config: func(c *config.Config) {
+		c.Rules.QueueSQL = strings.Replace(lookup.DefaultQueueSQL, "WHERE {users}", "WHERE {users} AND SLEEP(0.002) = 0", 1)
+	}})
+	p.start()
+	waitFor(t, 30*time.Second, "the bootstrap to start", func() bool {
+		return strings.Contains(p.allLogs(), "no checkpoint: bootstrapping")
+	})
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	if code := p.stop(); code != 0 {
+		t.Fatalf("SIGTERM during the bootstrap: exit %d\n%s", code, p.logTail(20))
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("stopping took %s", took)
+	}
+	logs := p.allLogs()
+	if strings.Contains(logs, "bootstrap reconcile done") {
+		t.Fatal("the bootstrap finished before the signal: the test checked nothing")
+	}
+	if strings.Contains(logs, `"level":"ERROR"`) || strings.Contains(logs, "bootstrap reconcile:") {
+		t.Errorf("a signal during the bootstrap was logged as an error:\n%s", p.logTail(20))
+	}
+	if g := p.checkpointGTID(); g != "" {
+		t.Errorf("a checkpoint was stored by an interrupted bootstrap: %s", g)
+	}
 }

@@ -113,7 +113,7 @@ func (p *Pipeline) bootstrap(ctx context.Context) (from change.Position, stopped
 	log.Info("no checkpoint: bootstrapping", "from", from.String())
 	sum, err := p.rec.Run(ctx, reconcile.Options{Trigger: metrics.TriggerBootstrap})
 	if err != nil {
-		if ctx.Err() != nil && context.Cause(ctx) == context.Canceled {
+		if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) {
 			return from, true, nil // stopped during the bootstrap: the next run starts it again
 		}
 		return from, false, fmt.Errorf("bootstrap reconcile: %w", err)
@@ -121,7 +121,7 @@ func (p *Pipeline) bootstrap(ctx context.Context) (from change.Position, stopped
 	p.mon.onReconcile(metrics.TriggerBootstrap, sum)
 	log.Info("bootstrap reconcile done", "users", sum.Users, "entered", sum.Entered, "left", sum.Left, "changed", sum.Changed, "took", sum.Took.Round(time.Millisecond))
 	if err := loop.Do(ctx, func(ctx context.Context) error { return env.Ckpt.SaveWhole(ctx, from, owners, pointers) }); err != nil {
-		if ctx.Err() != nil && context.Cause(ctx) == context.Canceled {
+		if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) {
 			return from, true, nil
 		}
 		return from, false, fmt.Errorf("bootstrap: store start position: %w", err)
