@@ -242,7 +242,7 @@ func checkLookupServer(ctx context.Context, cfg *config.Config, src *preflight.S
 func checkLookupSession(ctx context.Context, cfg *config.Config, tc *tls.Config, log *slog.Logger) preflight.Result {
 	const name = "lookup_session"
 	lk := cfg.EffectiveLookup()
-	l, err := clients.Lookup(ctx, cfg, tc, 1, log)
+	l, err := clients.Lookup(ctx, cfg, 1, log)
 	if err != nil {
 		return preflight.Result{Name: name, Status: preflight.Fail, Detail: clients.Redact(err, cfg).Error(),
 			Fix: "the same error stops `dialsync run`: fix what it names (rules.queue_sql, or [lookup] / [source] addr, user, password)"}

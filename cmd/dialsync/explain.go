@@ -156,7 +156,7 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("explain: %w", clients.Redact(err, cfg))
 	}
 	defer src.Close()
-	rule, err := clients.Lookup(connectCtx, cfg, srcTLS, 1, log)
+	rule, err := clients.Lookup(connectCtx, cfg, 1, log)
 	if err != nil {
 		return fmt.Errorf("explain: %w", clients.Redact(err, cfg))
 	}

@@ -37,9 +37,14 @@ func Canal(cfg *config.Config, log *slog.Logger) (canal.Config, error) {
 
 // Lookup connects to the lookup server ([lookup], its empty keys
 // inheriting [source]) with the queue rule; maxOpen 0 means lookup's
-// default.
-func Lookup(ctx context.Context, cfg *config.Config, tc *tls.Config, maxOpen int, log *slog.Logger) (*lookup.Lookup, error) {
+// default. Its TLS is [source]'s, verified against the lookup server's own
+// host name, so run, check and explain connect alike.
+func Lookup(ctx context.Context, cfg *config.Config, maxOpen int, log *slog.Logger) (*lookup.Lookup, error) {
 	lk := cfg.EffectiveLookup()
+	tc, err := SourceTLS(cfg, lk.Addr, log)
+	if err != nil {
+		return nil, err
+	}
 	return lookup.Open(ctx, lookup.Config{
 		Addr: lk.Addr, User: lk.User, Password: lk.Password, Database: lk.Database,
 		TLS: tc, QueueSQL: cfg.Rules.QueueSQL, MaxOpen: maxOpen,
@@ -48,7 +53,11 @@ func Lookup(ctx context.Context, cfg *config.Config, tc *tls.Config, maxOpen int
 
 // SourceLookup connects a lookup client to the binlog server itself
 // ([source]), without the queue rule: to compare it with the lookup server.
-func SourceLookup(ctx context.Context, cfg *config.Config, tc *tls.Config, log *slog.Logger) (*lookup.Lookup, error) {
+func SourceLookup(ctx context.Context, cfg *config.Config, log *slog.Logger) (*lookup.Lookup, error) {
+	tc, err := SourceTLS(cfg, cfg.Source.Addr, log)
+	if err != nil {
+		return nil, err
+	}
 	return lookup.Open(ctx, lookup.Config{
 		Addr: cfg.Source.Addr, User: cfg.Source.User, Password: cfg.Source.Password,
 		Database: cfg.Source.Database, TLS: tc,

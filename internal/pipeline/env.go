@@ -130,7 +130,7 @@ func (e *Env) ConnectSinks(ctx context.Context) error {
 // as reconcile --dry-run need nothing else).
 func (e *Env) ConnectLookup(ctx context.Context) error {
 	var err error
-	if e.Lookup, err = clients.Lookup(ctx, e.Cfg, e.Canal.TLS, 0, e.Log); err != nil {
+	if e.Lookup, err = clients.Lookup(ctx, e.Cfg, 0, e.Log); err != nil {
 		return err
 	}
 	// Commits in binlog order let the commit barrier wait on one row per

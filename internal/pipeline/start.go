@@ -209,7 +209,7 @@ func (p *Pipeline) checkSameServer(ctx context.Context) error {
 	if lk.Addr == cfg.Source.Addr {
 		return nil
 	}
-	src, err := clients.SourceLookup(ctx, cfg, e.Canal.TLS, p.log)
+	src, err := clients.SourceLookup(ctx, cfg, p.log)
 	if err != nil {
 		return err
 	}
