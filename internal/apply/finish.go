@@ -1,8 +1,10 @@
 package apply
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"dialsync/notice"
@@ -68,19 +70,27 @@ func (l *Loop) publish(work, stop context.Context, w *batchWork) error {
 	st, batch := &w.st, w.batch
 	t0 := time.Now()
 	msgs := w.queueMsgs
-	for _, tc := range w.order {
-		t := batch[tc.txn]
-		if t.Partial || t.Piece > 0 {
-			if a := l.partial[tc.user]; a != nil {
-				a.Merge(tc.agg)
-			} else {
-				l.partial[tc.user] = tc.agg
+	// Transaction by transaction: a large transaction's pieces gather in
+	// l.partial and go out at its last piece, before the next transaction's
+	// touches (a batch may hold the end of one large transaction and the
+	// start of the next). The touches come in resolution order (the maps'
+	// first, the lookup server's after), so they are taken by transaction.
+	order := slices.Clone(w.order)
+	slices.SortStableFunc(order, func(a, b touch) int { return cmp.Compare(a.txn, b.txn) })
+	i := 0
+	for ti, t := range batch {
+		for ; i < len(order) && order[i].txn == ti; i++ {
+			tc := order[i]
+			if t.Partial || t.Piece > 0 {
+				if a := l.partial[tc.user]; a != nil {
+					a.Merge(tc.agg)
+				} else {
+					l.partial[tc.user] = tc.agg
+				}
+				continue
 			}
-			continue
+			msgs = append(msgs, l.notices.UserChanged(t, tc.user, tc.agg))
 		}
-		msgs = append(msgs, l.notices.UserChanged(t, tc.user, tc.agg))
-	}
-	for _, t := range batch {
 		if !t.Partial && t.Piece > 0 {
 			for u, a := range l.partial {
 				msgs = append(msgs, l.notices.UserChanged(t, u, a))

@@ -21,7 +21,8 @@ type batchWork struct {
 	bytes     int
 	st        BatchStats
 	order     []touch
-	users     []uint64 // every touched user: their cache keys go
+	last      map[uint64]int // user -> index of the last transaction of the batch touching it
+	users     []uint64       // every touched user: their cache keys go
 	recompute []uint64 // the users whose queue rows are recomputed (users, less a replay's covered ones)
 	rows      []queue.Row
 	queueMsgs []notice.Message
@@ -46,7 +47,8 @@ func (l *Loop) prepare(work, stop context.Context, batch []*change.Txn) (*batchW
 	}
 	users := dedupe(r.users)
 	st.Users = len(users)
-	recompute := l.recomputed(batch, r.order, users)
+	last := lastTouch(r.order, len(users))
+	recompute := l.recomputed(batch, last, users)
 
 	// The queue rule, evaluated now for the users whose rows may change.
 	var rows []queue.Row
@@ -60,7 +62,7 @@ func (l *Loop) prepare(work, stop context.Context, batch []*change.Txn) (*batchW
 	}
 	st.Stages[StageLookup] = time.Since(t0)
 
-	w := &batchWork{batch: batch, st: st, order: r.order, users: users, recompute: recompute, rows: rows}
+	w := &batchWork{batch: batch, st: st, order: r.order, last: last, users: users, recompute: recompute, rows: rows}
 	w.save = l.checkpointOf(batch)
 	for _, t := range batch {
 		w.bytes += t.Bytes
@@ -97,16 +99,25 @@ func (l *Loop) commitBarrier(work, stop context.Context, batch []*change.Txn) er
 // only by transactions whose queue writes are already durable (a replay
 // after a crash; see SetMark) keep their rows. Their cache keys still go:
 // the crash may have come between the queue write and the deletion.
-func (l *Loop) recomputed(batch []*change.Txn, order []touch, users []uint64) []uint64 {
+func (l *Loop) recomputed(batch []*change.Txn, last map[uint64]int, users []uint64) []uint64 {
 	k := l.covered(batch)
 	if k == 0 {
 		return users
 	}
-	last := make(map[uint64]int, len(users))
-	for _, tc := range order {
-		last[tc.user] = tc.txn
-	}
 	return slices.DeleteFunc(slices.Clone(users), func(u uint64) bool { return last[u] < k })
+}
+
+// lastTouch maps each user to the last transaction of the batch that
+// touched it. The touches come in resolution order (the maps' first, the
+// lookup server's after), not in transaction order: hence the max.
+func lastTouch(order []touch, users int) map[uint64]int {
+	last := make(map[uint64]int, users)
+	for _, tc := range order {
+		if t, ok := last[tc.user]; !ok || tc.txn > t {
+			last[tc.user] = tc.txn
+		}
+	}
+	return last
 }
 
 // checkpointOf is the checkpoint batch allows: the end of its last whole

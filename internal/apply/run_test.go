@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -198,5 +199,80 @@ func TestDeadLetterPolicy(t *testing.T) {
 	}
 	if !slices.Contains(types, notice.TypeDeadLetter) || !slices.Contains(types, notice.TypeUserChanged) {
 		t.Fatalf("notices = %v", types)
+	}
+}
+
+// Two large transactions whose pieces meet in one batch: each user gets
+// one user.changed notice under the transaction that touched it, never
+// under the neighbour's (the end of one and the start of the next were
+// merged before).
+func TestAdjacentLargeTransactionsKeepTheirNotices(t *testing.T) {
+	f := newFakes()
+	applied := make(chan BatchStats, 10)
+	l := newTestLoop(t, f, applied)
+	start := change.Position{File: "bin.000001", Pos: 100, GTIDSet: "0-1-2"}
+	a0 := txn("0-1-3", 0, userUpdate(1, "status"))
+	a0.Partial, a0.End = true, start
+	a1 := txn("0-1-3", 400, userUpdate(1, "email"))
+	a1.Piece = 1
+	b0 := txn("0-1-4", 0, userUpdate(2, "status"))
+	b0.Partial, b0.End = true, a1.End
+	b1 := txn("0-1-4", 800, userUpdate(3, "status"))
+	b1.Piece = 1
+	// Queued before the loop runs, so they form one batch.
+	for _, x := range []*change.Txn{a0, a1, b0, b1} {
+		if err := l.Submit(context.Background(), x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runLoop(t, l)
+	for n := 0; n < 4; {
+		n += (<-applied).Txns
+	}
+	got := map[string]string{}
+	eachUserChanged(f.pubs, func(subject string, uc notice.UserChanged) {
+		if prev, ok := got[subject]; ok {
+			t.Errorf("user %s: two notices (%s and %s)", subject, prev, uc.Source.Txn)
+		}
+		got[subject] = uc.Source.Txn
+	})
+	want := map[string]string{"1": "0-1-3", "2": "0-1-4", "3": "0-1-4"}
+	if !maps.Equal(got, want) {
+		t.Fatalf("user -> transaction of its notice = %v, want %v", got, want)
+	}
+}
+
+// A user touched through the lookup server by an earlier transaction and
+// directly by a later one: its queue notice goes under the later one (the
+// touches are resolved out of transaction order: the maps' first).
+func TestQueueNoticeUnderTheLastTouchingTransaction(t *testing.T) {
+	f := newFakes()
+	f.owners[70] = 7 // claim 70 is unknown to the claim map: resolved on the lookup server
+	f.queued[7] = queue.Row{UserID: 7, OpenClaims: 1, PendingRequirements: 1}
+	applied := make(chan BatchStats, 10)
+	l := newTestLoop(t, f, applied)
+	req := change.Change{Table: "claim_requirements", Op: change.Insert, After: change.Row{int64(1), int64(70)}}
+	for _, x := range []*change.Txn{txn("0-1-5", 500, req), txn("0-1-6", 600, userUpdate(7, "status"))} {
+		if err := l.Submit(context.Background(), x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runLoop(t, l)
+	for n := 0; n < 2; {
+		n += (<-applied).Txns
+	}
+	var origin string
+	for _, m := range f.pubs {
+		ev, _ := notice.Decode(m.Data)
+		if ev.Type == notice.TypeQueueEntered {
+			qc, err := ev.QueueChanged()
+			if err != nil {
+				t.Fatal(err)
+			}
+			origin = qc.Source.Txn
+		}
+	}
+	if !strings.HasPrefix(origin, "0-1-6") {
+		t.Fatalf("queue.entered of user 7 under transaction %q, want the later 0-1-6", origin)
 	}
 }

@@ -20,15 +20,11 @@ func (l *Loop) writeQueue(work, stop context.Context, w *batchWork) error {
 	}
 
 	t0 := time.Now()
-	lastTxn := make(map[uint64]int, len(users)) // user -> last txn touching it
-	for _, tc := range w.order {
-		lastTxn[tc.user] = tc.txn
-	}
 	if len(users) > 0 {
 		// Each queue change is announced under the last transaction of the
 		// batch that touched its user.
 		build := l.notices.QueueBuilder(func(user uint64) handlers.Origin {
-			return handlers.TxnOrigin(batch[lastTxn[user]])
+			return handlers.TxnOrigin(batch[w.last[user]])
 		}, &st.QueueChanges)
 		mark := markOf(batch[len(batch)-1])
 		if err := l.retry(stop, StagePostgres, "write queue", func() (err error) {
