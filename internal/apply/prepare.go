@@ -23,7 +23,7 @@ type batchWork struct {
 	order     []touch
 	last      map[uint64]int // user -> index of the last transaction of the batch touching it
 	users     []uint64       // every touched user: their cache keys go
-	recompute []uint64 // the users whose queue rows are recomputed (users, less a replay's covered ones)
+	recompute []uint64       // the users whose queue rows are recomputed (users, less a replay's covered ones)
 	rows      []queue.Row
 	queueMsgs []notice.Message
 	save      saveReq
