@@ -43,7 +43,8 @@ type streamer struct {
 	piece   int
 	ts      uint32 // timestamp of its latest event
 
-	ddlEnd uint32 // end of the last query event go-mysql reported as DDL
+	ddlEnd  uint32 // end of the last query event go-mysql reported as DDL
+	rowsEnd uint32 // end of the last rows event of the open transaction (replay.go)
 
 	// The replay guard (replay.go): the start position, and the
 	// transactions skipped because they lie at or before it.
@@ -206,7 +207,7 @@ func (s *streamer) OnRow(e *gocanal.RowsEvent) error {
 	if err := s.checkRows(tr, e); err != nil {
 		return s.fail(err)
 	}
-	s.ts = e.Header.Timestamp
+	s.ts, s.rowsEnd = e.Header.Timestamp, e.Header.LogPos
 	switch e.Action {
 	case gocanal.InsertAction:
 		for _, row := range e.Rows {

@@ -36,17 +36,20 @@ type replayRange struct {
 }
 
 // replay reports whether txn lies at or before the start and must be
-// skipped. The pieces of a large transaction without a GTID carry the
-// position of its start, which says nothing about the transaction itself:
-// only its last piece (its commit end) is judged.
+// skipped. A piece of a large transaction carries the position of the
+// transaction's start as its End, so where the judgement is by file and
+// offset (no GTID on either side) a piece is judged by where its last rows
+// event ends instead: that lies inside the transaction, and the start is a
+// commit boundary, so at or before it means the whole transaction is.
 func (s *streamer) replay(txn *change.Txn) bool {
-	if txn.Partial && txn.GTID == "" {
-		return false
-	}
 	if s.guard.IsZero() {
 		return false
 	}
-	if !Includes(s.guard, txn) {
+	judged := txn
+	if txn.Partial && (txn.GTID == "" || s.guard.GTIDSet == "") {
+		judged = &change.Txn{End: change.Position{File: s.file, Pos: s.rowsEnd}}
+	}
+	if !Includes(s.guard, judged) {
 		s.logReplayed()
 		s.guard = change.Position{}
 		return false

@@ -3,6 +3,7 @@ package canal
 import (
 	"context"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -216,6 +217,38 @@ func TestReplayedTransactionsAreSkipped(t *testing.T) {
 			f.exec(t, `INSERT INTO DB.users (id) VALUES (33)`)
 			if txn := s.nextWithChanges(t); txn.Changes[0].After[0] != int64(33) {
 				t.Fatalf("got %v after the replayed range", txn.Changes)
+			}
+		})
+	}
+}
+
+// The guard and large transactions: a resent large transaction is skipped
+// piece by piece, and the pieces of the first large transaction after the
+// start (whose End is the start) all go through.
+func TestReplayGuardAndPieces(t *testing.T) {
+	for _, byGTID := range []bool{true, false} {
+		t.Run(map[bool]string{true: "gtid", false: "file-pos"}[byGTID], func(t *testing.T) {
+			f := newFixture(t, testenv.SharedMariaDB(t))
+			early := f.head(t)
+			f.exec(t, "BEGIN; INSERT INTO DB.users (id) VALUES (40); INSERT INTO DB.users (id) VALUES (41); INSERT INTO DB.users (id) VALUES (42); COMMIT")
+			start := f.head(t)
+			if !byGTID {
+				early.GTIDSet, start.GTIDSet = "", ""
+			}
+			f.exec(t, "BEGIN; INSERT INTO DB.users (id) VALUES (50); INSERT INTO DB.users (id) VALUES (51); INSERT INTO DB.users (id) VALUES (52); COMMIT")
+			cfg := f.cfg
+			cfg.askFrom = &early
+			cfg.MaxTxnBytes = 1 // every row a piece
+			s := startStream(t, cfg, start, false)
+			var ids []any
+			for len(ids) < 3 {
+				txn := s.nextWithChanges(t)
+				for _, c := range txn.Changes {
+					ids = append(ids, c.After[0])
+				}
+			}
+			if !reflect.DeepEqual(ids, []any{int64(50), int64(51), int64(52)}) {
+				t.Fatalf("rows handed on %v, want exactly the large transaction after the start (50, 51, 52)", ids)
 			}
 		})
 	}
