@@ -13,6 +13,7 @@ import (
 	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-mysql-org/go-mysql/replication"
 	"github.com/go-mysql-org/go-mysql/schema"
+	"github.com/pingcap/tidb/pkg/parser"
 )
 
 // streamer is the go-mysql event handler. Every callback runs on the
@@ -45,6 +46,9 @@ type streamer struct {
 
 	ddlEnd  uint32 // end of the last query event go-mysql reported as DDL
 	rowsEnd uint32 // end of the last rows event of the open transaction (replay.go)
+
+	checkedFile string         // the last binlog file name checkPosition accepted
+	sqlParser   *parser.Parser // for statement events (statements.go), made on first use
 
 	// The replay guard (replay.go): the start position, and the
 	// transactions skipped because they lie at or before it.

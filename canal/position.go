@@ -39,9 +39,12 @@ func validBinlogName(name string) bool {
 // be a binlog position. A rotate event may carry offset 0 (go-mysql's fake
 // rotate at the start of a stream); a commit position never does.
 func (s *streamer) checkPosition(file string, pos uint32, rotate bool) error {
-	if !validBinlogName(file) {
-		return fatalf("source %s sent binlog file name %q, which is not a binlog file name (<base>.<number>): not storing it as the checkpoint; the server or the connection is faulty (after the last committed position %s)",
-			s.cfg.Addr, file, s.last)
+	if file != s.checkedFile { // names change only at rotates: check each once
+		if !validBinlogName(file) {
+			return fatalf("source %s sent binlog file name %q, which is not a binlog file name (<base>.<number>): not storing it as the checkpoint; the server or the connection is faulty (after the last committed position %s)",
+				s.cfg.Addr, file, s.last)
+		}
+		s.checkedFile = file
 	}
 	if pos < 4 && !(rotate && pos == 0) {
 		return fatalf("source %s sent binlog position %s:%d, inside the file header: not storing it as the checkpoint (after the last committed position %s)",

@@ -54,7 +54,10 @@ func (s *streamer) checkStatement(h *replication.EventHeader, pos mysql.Position
 	if err != nil {
 		return false, fmt.Errorf("read the statement event at %s:%d back from the source (to see whether it changed a tracked table): %w", pos.Name, start, err)
 	}
-	tables, dml, inside, perr := statementTables(query)
+	if s.sqlParser == nil {
+		s.sqlParser = parser.New()
+	}
+	tables, dml, inside, perr := statementTables(s.sqlParser, query)
 	if perr != nil {
 		// go-mysql parsed this statement already (else no OnPosSynced);
 		// a failure here means we cannot tell: stop rather than guess.
@@ -112,8 +115,8 @@ type tableRef struct{ db, table string }
 // whose target cannot be named gets a ref with an empty table, which
 // matches every tracked table. inside reports a ROLLBACK TO SAVEPOINT,
 // which go-mysql announces like a commit although its transaction goes on.
-func statementTables(query string) (refs []tableRef, dml, inside bool, err error) {
-	stmts, _, err := parser.New().Parse(query, "", "")
+func statementTables(p *parser.Parser, query string) (refs []tableRef, dml, inside bool, err error) {
+	stmts, _, err := p.Parse(query, "", "")
 	if err != nil {
 		return nil, false, false, err
 	}

@@ -10,6 +10,8 @@ import (
 
 	"dialsync/change"
 	"dialsync/internal/dev/testenv"
+
+	"github.com/pingcap/tidb/pkg/parser"
 )
 
 // streamUntilError streams from `from` and returns the error that ended the
@@ -133,7 +135,7 @@ func TestStatementTables(t *testing.T) {
 		{"GRANT SELECT ON d.* TO 'u'@'%'", false, ""},
 	}
 	for _, c := range cases {
-		refs, dml, _, err := statementTables(c.q)
+		refs, dml, _, err := statementTables(parser.New(), c.q)
 		if err != nil {
 			t.Fatalf("%q: %v", c.q, err)
 		}

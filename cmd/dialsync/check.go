@@ -170,7 +170,7 @@ func runChecks(ctx context.Context, cfg *config.Config, log *slog.Logger) prefli
 
 	step(func(ctx context.Context) {
 		where := natsWhere(cfg.NATS.URL)
-		opts, natsTLS, err := clients.NATSOptions(cfg, log)
+		opts, pc, err := clients.NATSOptions(cfg, log)
 		var nc *nats.Conn
 		if err == nil {
 			// A short-lived connection: no reconnects.
@@ -186,15 +186,13 @@ func runChecks(ctx context.Context, cfg *config.Config, log *slog.Logger) prefli
 			add(preflight.NATSUnreachable(where, err))
 			return
 		}
-		if pc, err := clients.PublishConfig(cfg, nil, log); err == nil {
-			add(preflight.CheckStream(ctx, js, pc))
-		}
+		add(preflight.CheckStream(ctx, js, pc))
 		u, _ := url.Parse(nc.ConnectedUrlRedacted())
 		host := ""
 		if u != nil {
 			host = u.Hostname()
 		}
-		add(preflight.CheckTLS("nats", host, nc.TLSRequired() || natsTLS != nil || strings.HasPrefix(cfg.NATS.URL, "tls://")))
+		add(preflight.CheckTLS("nats", host, nc.TLSRequired() || pc.TLS != nil || strings.HasPrefix(cfg.NATS.URL, "tls://")))
 	})
 	add(preflight.CheckHTTPListen(cfg.HTTP.Listen, cfg.HTTP.Pprof))
 	return report

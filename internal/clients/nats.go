@@ -2,7 +2,6 @@ package clients
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -45,17 +44,18 @@ func Publisher(ctx context.Context, cfg *config.Config, onReconnect func(), log 
 
 // NATSOptions are the connect options of [nats]'s TLS and authentication
 // (the publisher's, publish.Config.AuthOptions) for a connection of a
-// one-shot command, and the TLS config (nil: none configured).
-func NATSOptions(cfg *config.Config, log *slog.Logger) ([]nats.Option, *tls.Config, error) {
+// one-shot command, and the publisher's configuration they come from (its
+// TLS nil: none configured; check judges the stream with it).
+func NATSOptions(cfg *config.Config, log *slog.Logger) ([]nats.Option, publish.Config, error) {
 	pc, err := PublishConfig(cfg, nil, log)
 	if err != nil {
-		return nil, nil, err
+		return nil, pc, err
 	}
 	opts, err := pc.AuthOptions()
 	if err != nil {
-		return nil, nil, fmt.Errorf("nats: %w", err)
+		return nil, pc, fmt.Errorf("nats: %w", err)
 	}
-	return opts, pc.TLS, nil
+	return opts, pc, nil
 }
 
 // NATS connects to [nats] for reading (explain, watch), reconnecting

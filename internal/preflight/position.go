@@ -325,17 +325,3 @@ func (s *Source) DiagnosePosition(ctx context.Context, flavor string, cp checkpo
 	}
 	return JudgePosition(cp, f), nil
 }
-
-// ExecutedContains reports whether set is within executed (both in the
-// flavor's text form), with go-mysql's GTID code.
-func ExecutedContains(flavor, executed, set string) (bool, error) {
-	e, err := mysql.ParseGTIDSet(flavor, oneLine(executed))
-	if err != nil {
-		return false, fmt.Errorf("parse the server's GTID set %q: %w", executed, err)
-	}
-	s, err := mysql.ParseGTIDSet(flavor, set)
-	if err != nil {
-		return false, fmt.Errorf("parse GTID set %q: %w", set, err)
-	}
-	return e.Contain(s), nil
-}
